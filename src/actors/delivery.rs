@@ -1,0 +1,410 @@
+//! One actor per webhook. It mirrors the webhook's sled queue in memory,
+//! sends due deliveries (up to `max_in_flight` at once, or one at a time in
+//! event order when the webhook is `ordered`), records every attempt,
+//! schedules retries, and disables the webhook after sustained failure.
+//!
+//! A delivery leaves the sled queue only once it is delivered or has used
+//! every attempt, so a crash or a restart of this actor re-sends whatever
+//! was in flight: at least once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::web::Bytes;
+use rand::Rng;
+use uuid::Uuid;
+
+use super::DeliveryContext;
+use crate::clock::now_ms;
+use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
+use crate::domain::webhook::{Webhook, WebhookStatus};
+use crate::net::client;
+use crate::signing::{delivery_headers, SignInput};
+
+/// Bodies kept in memory per actor for deliveries about to be sent; the
+/// rest are read from sled when their turn comes.
+const BODY_CACHE: usize = 64;
+
+pub struct DeliveryActor {
+    webhook_id: Uuid,
+    shared: Arc<DeliveryContext>,
+    webhook: Option<Webhook>,
+    /// Outstanding deliveries not in flight, by id (event order).
+    queue: BTreeMap<Uuid, QueuedDelivery>,
+    /// The same deliveries by due time.
+    by_due: BTreeSet<(u64, Uuid)>,
+    in_flight: HashSet<Uuid>,
+    bodies: HashMap<Uuid, Bytes>,
+    /// The pending wake-up for the next due delivery.
+    timer: Option<(u64, SpawnHandle)>,
+}
+
+/// A new delivery for this webhook, already durable in sled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue {
+    /// The queued record.
+    pub delivery: QueuedDelivery,
+    /// The event body, shared with the event's other deliveries.
+    pub body: Bytes,
+}
+
+/// The webhook was changed (PATCH, toggle, re-enable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WebhookChanged {
+    /// The stored record after the change.
+    pub webhook: Webhook,
+}
+
+/// Stop for good (the webhook was deleted or the server is stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Panics inside the actor's guarded code, to exercise supervision.
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+/// How many deliveries the actor holds, queued and in flight.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Depth;
+
+impl DeliveryActor {
+    pub fn new(webhook_id: Uuid, shared: Arc<DeliveryContext>) -> Self {
+        DeliveryActor {
+            webhook_id,
+            shared,
+            webhook: None,
+            queue: BTreeMap::new(),
+            by_due: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            bodies: HashMap::new(),
+            timer: None,
+        }
+    }
+
+    /// Runs `f`; a panic stops the actor so its supervisor restarts it from
+    /// what sled holds, leaving every other webhook untouched.
+    fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self, ctx))).is_err() {
+            log::error!(
+                "delivery actor for webhook {} panicked; restarting it",
+                self.webhook_id
+            );
+            ctx.stop();
+        }
+    }
+
+    fn load(&mut self) {
+        let store = &self.shared.store;
+        self.webhook = match store.webhook(self.webhook_id) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("webhook {}: cannot load: {e}", self.webhook_id);
+                None
+            }
+        };
+        match store.queued_deliveries(self.webhook_id) {
+            Ok(queued) => queued.into_iter().for_each(|d| self.insert(d)),
+            Err(e) => log::error!("webhook {}: cannot load its queue: {e}", self.webhook_id),
+        }
+    }
+
+    fn insert(&mut self, d: QueuedDelivery) {
+        self.by_due.insert((d.next_attempt_at, d.id));
+        self.queue.insert(d.id, d);
+    }
+
+    fn take(&mut self, id: Uuid) -> Option<QueuedDelivery> {
+        let d = self.queue.remove(&id)?;
+        self.by_due.remove(&(d.next_attempt_at, id));
+        Some(d)
+    }
+
+    /// Sends whatever is due, within the concurrency limit, and sets a
+    /// timer for the next delivery that is not due yet.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let Some(webhook) = self.webhook.clone().filter(Webhook::is_deliverable) else {
+            return;
+        };
+        let limit = if webhook.ordered {
+            1
+        } else {
+            self.shared.max_in_flight
+        };
+        let now = now_ms();
+        while self.in_flight.len() < limit {
+            let next = if webhook.ordered {
+                self.queue
+                    .values()
+                    .next()
+                    .map(|d| (d.next_attempt_at, d.id))
+            } else {
+                self.by_due.first().copied()
+            };
+            let Some((due, id)) = next else { break };
+            if due > now {
+                self.wake_at(due, ctx);
+                break;
+            }
+            if let Some(d) = self.take(id) {
+                self.dispatch(&webhook, d, ctx);
+            }
+        }
+    }
+
+    fn wake_at(&mut self, due: u64, ctx: &mut Context<Self>) {
+        if matches!(self.timer, Some((at, _)) if at <= due) {
+            return;
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.guarded(ctx, Self::pump);
+        });
+        self.timer = Some((due, handle));
+    }
+
+    fn dispatch(&mut self, webhook: &Webhook, d: QueuedDelivery, ctx: &mut Context<Self>) {
+        let body = match self.bodies.remove(&d.id) {
+            Some(b) => b,
+            None => match self.shared.store.event(d.event_id) {
+                Ok(Some((_, body))) => Bytes::from(body),
+                Ok(None) => return self.give_up(d, "the event is no longer stored"),
+                Err(e) => return self.give_up(d, &e.to_string()),
+            },
+        };
+        self.in_flight.insert(d.id);
+        let settings = self.shared.client;
+        let (url, secret, scheme) = (
+            webhook.url.clone(),
+            webhook.secret.clone(),
+            webhook.signature_scheme,
+        );
+        let attempt = async move {
+            let headers = delivery_headers(&SignInput {
+                scheme,
+                secret: &secret,
+                delivery_id: &d.id.to_string(),
+                event: &d.event,
+                timestamp_ms: now_ms(),
+                body: &body,
+            });
+            let result = client::send(settings, &url, headers, body).await;
+            (d, result)
+        };
+        ctx.spawn(attempt.into_actor(self).map(|(d, result), act, ctx| {
+            act.guarded(ctx, |act, ctx| {
+                act.in_flight.remove(&d.id);
+                act.record(d, result);
+                act.pump(ctx);
+            })
+        }));
+    }
+
+    /// Ends a delivery that can never be sent.
+    fn give_up(&mut self, d: QueuedDelivery, why: &str) {
+        log::warn!(
+            "delivery {} of webhook {} dropped: {why}",
+            d.id,
+            self.webhook_id
+        );
+        if let Err(e) = self.shared.store.remove_delivery(self.webhook_id, d.id) {
+            log::error!("cannot remove delivery {}: {e}", d.id);
+        }
+    }
+
+    /// Judges one attempt: logs it, then removes, reschedules or fails the
+    /// delivery and updates the webhook's failure bookkeeping.
+    fn record(&mut self, mut d: QueuedDelivery, result: AttemptResult) {
+        if self.webhook.is_none() {
+            return; // deleted while in flight
+        }
+        let attempt = d.attempts + 1;
+        let now = now_ms();
+        let ok = result.succeeded();
+        let next_delay = if ok {
+            None
+        } else {
+            let unit = rand::thread_rng().gen::<f64>();
+            self.shared
+                .policy
+                .next_delay(attempt, unit, result.retry_after_ms)
+        };
+        let outcome = match (ok, next_delay) {
+            (true, _) => Outcome::Delivered,
+            (false, Some(_)) => Outcome::Pending,
+            (false, None) => Outcome::Failed,
+        };
+        let entry = log_entry(&d, attempt, outcome, &result, next_delay.map(|ms| now + ms));
+        let store = &self.shared.store;
+        if let Err(e) = store.append_log(self.webhook_id, &entry) {
+            log::error!(
+                "webhook {}: cannot write the delivery log: {e}",
+                self.webhook_id
+            );
+        }
+        let queue_write = match next_delay {
+            Some(delay) => {
+                d.attempts = attempt;
+                d.next_attempt_at = now + delay;
+                let write = store.put_delivery(&d);
+                self.insert(d);
+                write
+            }
+            None => store.remove_delivery(self.webhook_id, d.id),
+        };
+        if let Err(e) = queue_write {
+            log::error!("webhook {}: cannot update its queue: {e}", self.webhook_id);
+        }
+        self.note_outcome(ok, now);
+    }
+
+    fn note_outcome(&mut self, ok: bool, now: u64) {
+        let disable_after = self.shared.disable_after.as_millis() as u64;
+        let updated = self.shared.store.update_webhook(self.webhook_id, |w| {
+            w.last_delivery_at = Some(now);
+            if ok {
+                w.failure_count = 0;
+                w.failing_since = None;
+                return;
+            }
+            w.failure_count += 1;
+            let since = *w.failing_since.get_or_insert(now);
+            if now.saturating_sub(since) >= disable_after && w.status == WebhookStatus::Enabled {
+                w.status = WebhookStatus::Disabled;
+                w.disabled_reason = Some(format!(
+                    "every delivery attempt failed for {:.3} hours ({} consecutive failures)",
+                    (now - since) as f64 / 3_600_000.0,
+                    w.failure_count
+                ));
+                w.updated_at = now;
+            }
+        });
+        match updated {
+            Ok(Some(w)) => {
+                if w.status == WebhookStatus::Disabled
+                    && self.webhook.as_ref().is_some_and(|o| o.status != w.status)
+                {
+                    log::warn!("webhook {} disabled after sustained failure", w.id);
+                }
+                self.webhook = Some(w);
+            }
+            Ok(None) => self.webhook = None,
+            Err(e) => log::error!(
+                "webhook {}: cannot update failure count: {e}",
+                self.webhook_id
+            ),
+        }
+    }
+}
+
+fn log_entry(
+    d: &QueuedDelivery,
+    attempt: u32,
+    outcome: Outcome,
+    r: &AttemptResult,
+    next: Option<u64>,
+) -> LogEntry {
+    LogEntry {
+        id: Uuid::now_v7(),
+        delivery_id: d.id,
+        event_id: d.event_id,
+        event: d.event.clone(),
+        attempt,
+        outcome,
+        status_code: r.status_code,
+        latency_ms: r.latency_ms,
+        response_body: r.response_body.clone(),
+        truncated: r.truncated,
+        error: r.error.clone(),
+        request_headers: r.request_headers.clone(),
+        attempted_at: r.attempted_at,
+        next_attempt_at: next,
+        simulation: false,
+    }
+}
+
+impl Actor for DeliveryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        self.guarded(ctx, |act, ctx| {
+            act.load();
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Supervised for DeliveryActor {
+    /// Forget everything in memory; `started` reloads it from sled.
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.webhook = None;
+        self.queue.clear();
+        self.by_due.clear();
+        self.in_flight.clear();
+        self.bodies.clear();
+        self.timer = None;
+    }
+}
+
+impl Handler<Enqueue> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |act, ctx| {
+            if act.bodies.len() < BODY_CACHE {
+                act.bodies.insert(msg.delivery.id, msg.body);
+            }
+            act.insert(msg.delivery);
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<WebhookChanged> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WebhookChanged, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |act, ctx| {
+            act.webhook = Some(msg.webhook);
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<Stop> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.webhook = None;
+        ctx.stop();
+    }
+}
+
+impl Handler<Crash> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |_, _| panic!("crash requested"));
+    }
+}
+
+impl Handler<Depth> for DeliveryActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: Depth, _: &mut Context<Self>) -> usize {
+        self.queue.len() + self.in_flight.len()
+    }
+}

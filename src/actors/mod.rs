@@ -1,0 +1,20 @@
+//! The actors: the registry supervises one delivery actor per webhook;
+//! the broadcaster feeds WebSocket sessions.
+
+pub mod delivery;
+pub mod registry;
+
+use std::time::Duration;
+
+use crate::domain::delivery::RetryPolicy;
+use crate::net::client::ClientSettings;
+use crate::storage::Store;
+
+/// What every delivery actor shares: the store and the delivery settings.
+pub struct DeliveryContext {
+    pub store: Store,
+    pub policy: RetryPolicy,
+    pub client: ClientSettings,
+    pub max_in_flight: usize,
+    pub disable_after: Duration,
+}

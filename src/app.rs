@@ -1,0 +1,188 @@
+//! `Application`: open the store, bootstrap the admin key, start the
+//! actors, bind the HTTP server; and shut it all down cleanly.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::registry::Registry;
+use crate::actors::DeliveryContext;
+use crate::config::{Config, ConfigError};
+use crate::domain::catalog::Catalog;
+use crate::domain::delivery::RetryPolicy;
+use crate::error::ApiError;
+use crate::http::{self, auth, AppState};
+use crate::net::client::ClientSettings;
+use crate::retention::Retention;
+use crate::storage::{StorageError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    addr: std::net::SocketAddr,
+    server: Server,
+    store: Store,
+    registry: Addr<Registry>,
+}
+
+impl Application {
+    /// Everything up to a bound, not yet running, server. Call inside an
+    /// actix system.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        // awc's rustls connector needs a process-wide provider; a second
+        // install (tests start several servers) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = Arc::new(config);
+        let store = Store::open(&config.storage.path)?;
+        let admin_key_hash = bootstrap_admin_key(&config, &store)?;
+        let client = client_settings(&config);
+        let registry = Registry::new(
+            Arc::new(delivery_context(&config, &store, client)),
+            config.workers(),
+        )
+        .start();
+        Retention {
+            store: store.clone(),
+            days: config.retention.days,
+        }
+        .start();
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            catalog: Catalog::from_config(&config),
+            config: config.clone(),
+            registry: registry.clone(),
+            admin_key_hash,
+            client,
+        });
+        let addr = config.bind_addr()?;
+        let bind_err = |source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(addr).map_err(bind_err)?;
+        let local = listener.local_addr().map_err(bind_err)?;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))
+                        .into()
+                }))
+                .wrap(http::json_errors())
+                .configure(http::configure)
+        })
+        .workers(config.workers())
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(bind_err)?
+        .run();
+        Ok(Application {
+            addr: local,
+            server,
+            store,
+            registry,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn registry(&self) -> Addr<Registry> {
+        self.registry.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM or `handle().stop()`, then stops the
+    /// delivery actors and flushes the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        // Stopping the registry stops every delivery actor; what they had in
+        // flight stays in their sled queues and is sent after a restart.
+        self.registry.do_send(StopRegistry);
+        if let Err(e) = self.store.flush().await {
+            log::error!("final flush failed: {e}");
+        }
+        result
+    }
+}
+
+/// Stops the registry (and with it every delivery actor).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct StopRegistry;
+
+impl actix::Handler<StopRegistry> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: StopRegistry, ctx: &mut Self::Context) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
+fn client_settings(config: &Config) -> ClientSettings {
+    ClientSettings {
+        timeout: Duration::from_millis(config.delivery.timeout_ms),
+        allow_private: config.delivery.allow_private_targets,
+        body_limit: config.delivery.response_body_limit,
+    }
+}
+
+fn delivery_context(config: &Config, store: &Store, client: ClientSettings) -> DeliveryContext {
+    DeliveryContext {
+        store: store.clone(),
+        policy: RetryPolicy {
+            schedule_ms: config.delivery.retry_schedule_ms.clone(),
+            jitter: config.delivery.jitter,
+        },
+        client,
+        max_in_flight: config.delivery.max_in_flight,
+        disable_after: Duration::from_secs_f64(config.delivery.disable_after_hours * 3600.0),
+    }
+}
+
+/// The configured admin key, or the stored hash of the generated one, or
+/// a new key: printed once, and only its hash kept.
+fn bootstrap_admin_key(config: &Config, store: &Store) -> Result<[u8; 32], StorageError> {
+    if let Some(key) = &config.auth.admin_key {
+        return Ok(auth::hash_key(key));
+    }
+    if let Some(hash) = store.admin_key_hash()? {
+        return Ok(hash);
+    }
+    let key = auth::new_key("hr_admin_");
+    let hash = auth::hash_key(&key);
+    store.set_admin_key_hash(hash)?;
+    store.flush_blocking()?;
+    // The one time a key is ever written to the log, as SPEC §1 asks.
+    log::warn!("generated the admin API key (shown once, store it now): {key}");
+    Ok(hash)
+}

@@ -1,0 +1,192 @@
+//! JSON normalised so that `body === JSON.stringify(JSON.parse(body))` in
+//! JavaScript (SPEC §5): compact; keys in the order JavaScript keeps them
+//! (array-index keys first, ascending, then the rest in insertion order);
+//! a repeated key keeps its first place and its last value; numbers in
+//! ECMAScript's shortest round-trip form; strings escaped as JSON.stringify
+//! escapes them. What JavaScript cannot carry faithfully is refused.
+
+use serde_json::{Map, Number, Value};
+
+/// The largest integer a JavaScript number holds exactly (2^53 − 1).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CanonicalError {
+    #[error("body is not valid JSON: {0}")]
+    Syntax(String),
+    #[error("number {0} cannot be carried exactly by JavaScript (beyond ±(2^53−1)); send it as a string")]
+    UnsafeInteger(String),
+    #[error("number {0} is out of range for JavaScript")]
+    OutOfRange(String),
+}
+
+/// A normalised JSON document and its bytes.
+#[derive(Debug, Clone)]
+pub struct Canonical {
+    pub value: Value,
+    pub bytes: Vec<u8>,
+}
+
+/// Parses `input` and returns it in canonical form.
+pub fn canonicalize(input: &[u8]) -> Result<Canonical, CanonicalError> {
+    let value: Value =
+        serde_json::from_slice(input).map_err(|e| CanonicalError::Syntax(e.to_string()))?;
+    canonicalize_value(value)
+}
+
+/// Normalises an already parsed value (for example a sample payload).
+pub fn canonicalize_value(value: Value) -> Result<Canonical, CanonicalError> {
+    let value = normalise(value)?;
+    let bytes = serde_json::to_vec(&value).expect("a Value always serialises");
+    Ok(Canonical { value, bytes })
+}
+
+fn normalise(value: Value) -> Result<Value, CanonicalError> {
+    Ok(match value {
+        Value::Number(n) => Value::Number(js_number(&n)?),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(normalise).collect::<Result<_, _>>()?)
+        }
+        Value::Object(map) => Value::Object(js_key_order(map)?),
+        other => other,
+    })
+}
+
+/// Array-index keys first in ascending numeric order, then the others as
+/// they came: the order of JavaScript's [[OwnPropertyKeys]].
+fn js_key_order(map: Map<String, Value>) -> Result<Map<String, Value>, CanonicalError> {
+    let mut indexed: Vec<(u32, String, Value)> = Vec::new();
+    let mut named: Vec<(String, Value)> = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let v = normalise(v)?;
+        match array_index(&k) {
+            Some(i) => indexed.push((i, k, v)),
+            None => named.push((k, v)),
+        }
+    }
+    indexed.sort_by_key(|(i, _, _)| *i);
+    let mut out = Map::with_capacity(indexed.len() + named.len());
+    out.extend(indexed.into_iter().map(|(_, k, v)| (k, v)));
+    out.extend(named);
+    Ok(out)
+}
+
+/// `Some(n)` when `key` is a canonical array index: "0" or a decimal
+/// without leading zero, at most 2^32 − 2.
+fn array_index(key: &str) -> Option<u32> {
+    let b = key.as_bytes();
+    if b.is_empty()
+        || b.len() > 10
+        || !b.iter().all(u8::is_ascii_digit)
+        || (b[0] == b'0' && b.len() > 1)
+    {
+        return None;
+    }
+    let n: u64 = key.parse().ok()?;
+    (n <= 4_294_967_294).then_some(n as u32)
+}
+
+/// The number as JavaScript prints it after parsing its literal.
+fn js_number(n: &Number) -> Result<Number, CanonicalError> {
+    let literal = n.to_string();
+    let looks_integral = !literal.contains(['e', 'E']);
+    let f: f64 = literal
+        .parse()
+        .map_err(|_| CanonicalError::OutOfRange(literal.clone()))?;
+    if !f.is_finite() {
+        return Err(CanonicalError::OutOfRange(literal));
+    }
+    if looks_integral && f.fract() == 0.0 && f.abs() > MAX_SAFE_INTEGER {
+        return Err(CanonicalError::UnsafeInteger(literal));
+    }
+    let text = if f == 0.0 {
+        "0".to_string() // JavaScript prints -0 as 0
+    } else {
+        ryu_js::Buffer::new().format_finite(f).to_string()
+    };
+    Ok(text.parse().expect("ryu-js writes valid JSON numbers"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(s: &str) -> String {
+        String::from_utf8(canonicalize(s.as_bytes()).unwrap().bytes).unwrap()
+    }
+
+    #[test]
+    fn numbers_as_javascript_prints_them() {
+        assert_eq!(
+            canon("[1.0, 1e21, 1e-7, 0.000001, -0, -0.0, 1.5e3, 1.2345678901234568e20, 0.1]"),
+            "[1,1e+21,1e-7,0.000001,0,0,1500,123456789012345680000,0.1]"
+        );
+        assert_eq!(
+            canon("[9007199254740991, -9007199254740991, 1E2, 2.5E-3]"),
+            "[9007199254740991,-9007199254740991,100,0.0025]"
+        );
+        assert_eq!(
+            canon("[5e-324, 1.7976931348623157e308, 0.30000000000000004]"),
+            "[5e-324,1.7976931348623157e+308,0.30000000000000004]"
+        );
+    }
+
+    #[test]
+    fn unsafe_numbers_are_refused() {
+        assert!(matches!(
+            canonicalize(b"[9007199254740992]"),
+            Err(CanonicalError::UnsafeInteger(_))
+        ));
+        assert!(matches!(
+            canonicalize(b"[-18446744073709551616]"),
+            Err(CanonicalError::UnsafeInteger(_))
+        ));
+        assert!(matches!(
+            canonicalize(b"[9007199254740993.0]"),
+            Err(CanonicalError::UnsafeInteger(_))
+        ));
+        assert!(matches!(
+            canonicalize(b"[1e400]"),
+            Err(CanonicalError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            canonicalize(b"{\"a\":"),
+            Err(CanonicalError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn keys_in_javascript_order() {
+        assert_eq!(
+            canon(
+                r#"{"b":1,"2":1,"a":1,"10":1,"01":1,"-1":1,"4294967295":1,"4294967294":1,"0":1}"#
+            ),
+            r#"{"0":1,"2":1,"10":1,"4294967294":1,"b":1,"a":1,"01":1,"-1":1,"4294967295":1}"#
+        );
+        assert_eq!(
+            canon(r#"{"a":1,"b":2,"a":3}"#),
+            r#"{"a":3,"b":2}"#,
+            "first place, last value"
+        );
+        assert_eq!(
+            canon(r#"{"x":{"1":{"z":0,"0":[]}}}"#),
+            r#"{"x":{"1":{"0":[],"z":0}}}"#
+        );
+    }
+
+    #[test]
+    fn strings_escaped_as_json_stringify() {
+        assert_eq!(
+            canon("[\"\\u0001\\b\\f\\n\\r\\t\\\"\\\\\\/\\u007f\\u2028é😀\"]"),
+            "[\"\\u0001\\b\\f\\n\\r\\t\\\"\\\\/\u{7f}\u{2028}é😀\"]"
+        );
+        assert_eq!(canon("[\"\\u001F\"]"), "[\"\\u001f\"]");
+    }
+
+    #[test]
+    fn compact_and_idempotent() {
+        let once = canon(" { \"a\" : [ 1 , 2.50 , { } , [ ] , null , true ] } ");
+        assert_eq!(once, r#"{"a":[1,2.5,{},[],null,true]}"#);
+        assert_eq!(canon(&once), once);
+    }
+}

@@ -1,0 +1,142 @@
+//! `/v1/webhooks/{id}/deliveries`: the delivery log with cursor paging and
+//! an outcome filter, and redelivery of a logged event.
+
+use actix_web::web::Bytes;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::webhooks::visible_webhook;
+use super::{parse_id, AppState};
+use crate::actors::registry::Deliver;
+use crate::clock::{self, now_ms};
+use crate::domain::delivery::{AttemptError, LogEntry, Outcome, QueuedDelivery};
+use crate::domain::organisation::Caller;
+use crate::error::ApiError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/webhooks/{id}/deliveries").get(list))
+        .service(
+            web::resource("/webhooks/{id}/deliveries/{delivery_id}/redeliver").post(redeliver),
+        );
+}
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 250;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    before: Option<Uuid>,
+    outcome: Option<Outcome>,
+}
+
+/// A log entry as the API shows it: times in ISO 8601, headers as an object.
+#[derive(Serialize)]
+pub struct LogEntryOut {
+    id: Uuid,
+    delivery_id: Uuid,
+    event_id: Uuid,
+    event: String,
+    attempt: u32,
+    outcome: Outcome,
+    status_code: Option<u16>,
+    latency_ms: u64,
+    response_body: String,
+    truncated: bool,
+    error: Option<AttemptError>,
+    request_headers: serde_json::Map<String, serde_json::Value>,
+    attempted_at: String,
+    next_attempt_at: Option<String>,
+    simulation: bool,
+}
+
+pub fn headers_object(headers: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
+}
+
+impl From<LogEntry> for LogEntryOut {
+    fn from(e: LogEntry) -> Self {
+        LogEntryOut {
+            request_headers: headers_object(&e.request_headers),
+            attempted_at: clock::iso(e.attempted_at),
+            next_attempt_at: e.next_attempt_at.map(clock::iso),
+            id: e.id,
+            delivery_id: e.delivery_id,
+            event_id: e.event_id,
+            event: e.event,
+            attempt: e.attempt,
+            outcome: e.outcome,
+            status_code: e.status_code,
+            latency_ms: e.latency_ms,
+            response_body: e.response_body,
+            truncated: e.truncated,
+            error: e.error,
+            simulation: e.simulation,
+        }
+    }
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let w = visible_webhook(&state, &caller, &path)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::validation(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let page = state
+        .store
+        .log_page(w.id, limit, query.before, query.outcome)?;
+    let data: Vec<LogEntryOut> = page.entries.into_iter().map(LogEntryOut::from).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "data": data,
+        "next_before": page.next_before,
+        "failure_count": w.failure_count,
+    })))
+}
+
+async fn redeliver(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (webhook_id, delivery_id) = path.into_inner();
+    let w = visible_webhook(&state, &caller, &webhook_id)?;
+    let id = parse_id(&delivery_id, "delivery_not_found", "delivery")?;
+    let entry = state
+        .store
+        .find_log(w.id, id)?
+        .filter(|e| !e.simulation)
+        .ok_or_else(|| ApiError::not_found("delivery_not_found", "delivery not found"))?;
+    let (_, body) = state.store.event(entry.event_id)?.ok_or_else(|| {
+        ApiError::not_found("event_not_found", "the event has been purged by retention")
+    })?;
+    let now = now_ms();
+    let delivery = QueuedDelivery {
+        id: Uuid::now_v7(),
+        webhook_id: w.id,
+        event_id: entry.event_id,
+        event: entry.event,
+        attempts: 0,
+        next_attempt_at: now,
+        created_at: now,
+    };
+    state.store.put_delivery(&delivery)?;
+    state.store.flush().await?;
+    let delivery_id = delivery.id;
+    state.registry.do_send(Deliver {
+        deliveries: vec![delivery],
+        body: Bytes::from(body),
+    });
+    Ok(HttpResponse::Accepted()
+        .json(json!({ "delivery_id": delivery_id, "event_id": entry.event_id })))
+}

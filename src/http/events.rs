@@ -1,0 +1,126 @@
+//! `POST /v1/events`: validate, normalise (SPEC §5 body fidelity), route to
+//! every subscribed webhook (SPEC §1), make the event and its deliveries
+//! durable, then acknowledge with 202 and hand them to the actors.
+
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::body::{read_body, require_json};
+use super::AppState;
+use crate::actors::registry::Deliver;
+use crate::canonical::{canonicalize, CanonicalError};
+use crate::clock::now_ms;
+use crate::domain::delivery::QueuedDelivery;
+use crate::domain::event::{parse_envelope, Envelope};
+use crate::domain::organisation::{Caller, Organisation};
+use crate::domain::webhook::Webhook;
+use crate::error::ApiError;
+use crate::storage::StoredEvent;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/events").post(ingest));
+}
+
+/// A validated event, ready to store.
+pub struct Accepted {
+    pub envelope: Envelope,
+    pub organisation: Organisation,
+    pub body: Bytes,
+}
+
+/// Everything short of storing: body fidelity, envelope, catalog, scope.
+pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted, ApiError> {
+    let canonical = canonicalize(raw).map_err(|e| match e {
+        CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
+        other => ApiError::unprocessable("unrepresentable_number", other.to_string()),
+    })?;
+    let envelope =
+        parse_envelope(&canonical.value).map_err(|e| ApiError::validation(e.field, e.message))?;
+    if !state.catalog.contains(&envelope.event) {
+        return Err(ApiError::unprocessable(
+            "unknown_event_type",
+            format!("{:?} is not in the event-type catalog", envelope.event),
+        )
+        .with_field("event"));
+    }
+    let organisation = match state.store.org(envelope.organisation_id)? {
+        Some(org) if caller.can_see_org(&org) => org,
+        _ => {
+            return Err(ApiError::not_found(
+                "organisation_not_found",
+                "the event's organisation does not exist or is not yours",
+            ))
+        }
+    };
+    Ok(Accepted {
+        envelope,
+        organisation,
+        body: Bytes::from(canonical.bytes),
+    })
+}
+
+/// The organisation's own webhooks and its reseller's that take `event`.
+fn subscribers(
+    state: &AppState,
+    org: &Organisation,
+    event: &str,
+) -> Result<Vec<Webhook>, ApiError> {
+    let mut out = state.store.webhooks_of(org.id)?;
+    if let Some(reseller) = org.reseller_id {
+        out.extend(state.store.webhooks_of(reseller)?);
+    }
+    out.retain(|w| w.is_deliverable() && w.subscribes_to(event));
+    Ok(out)
+}
+
+async fn ingest(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let raw = read_body(
+        &req,
+        payload.into_inner(),
+        state.config.server.max_body_bytes,
+    )
+    .await?;
+    let accepted = accept(&state, &caller, &raw)?;
+    let env = &accepted.envelope;
+    let now = now_ms();
+    let event = StoredEvent {
+        id: Uuid::now_v7(),
+        event: env.event.clone(),
+        organisation_id: accepted.organisation.id,
+        user_id: env.user_id.clone(),
+        team_id: env.team_id.clone(),
+        received_at: now,
+    };
+    let deliveries: Vec<QueuedDelivery> = subscribers(&state, &accepted.organisation, &env.event)?
+        .iter()
+        .map(|w| QueuedDelivery {
+            id: Uuid::now_v7(),
+            webhook_id: w.id,
+            event_id: event.id,
+            event: event.event.clone(),
+            attempts: 0,
+            next_attempt_at: now,
+            created_at: now,
+        })
+        .collect();
+    state
+        .store
+        .insert_event(&event, &accepted.body, &deliveries)?;
+    state.store.flush().await?;
+    let count = deliveries.len();
+    if count > 0 {
+        state.registry.do_send(Deliver {
+            deliveries,
+            body: accepted.body.clone(),
+        });
+    }
+    Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "deliveries": count })))
+}

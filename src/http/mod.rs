@@ -1,0 +1,111 @@
+//! The HTTP API (SPEC §4): one file per resource, the auth and body
+//! extractors, and `configure`, the one place that wires routes. Handlers
+//! call into storage and the actors; they never touch sled.
+
+pub mod auth;
+pub mod body;
+mod deliveries;
+mod events;
+mod health;
+mod organisations;
+mod webhooks;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, HttpResponse};
+use uuid::Uuid;
+
+use crate::actors::registry::Registry;
+use crate::config::Config;
+use crate::domain::catalog::Catalog;
+use crate::error::ApiError;
+use crate::net::client::ClientSettings;
+use crate::storage::Store;
+
+/// Management endpoints accept JSON bodies up to 64 KiB (SPEC §4).
+pub const MANAGEMENT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything a handler may use, shared by all workers.
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub catalog: Catalog,
+    pub registry: Addr<Registry>,
+    pub admin_key_hash: [u8; 32],
+    pub client: ClientSettings,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .service(
+            web::scope("/v1")
+                .configure(organisations::routes)
+                .configure(webhooks::routes)
+                .configure(deliveries::routes)
+                .configure(events::routes)
+                .route("/event-types", web::get().to(webhooks::event_types)),
+        )
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::not_found("not_found", "no such route"))
+        }));
+}
+
+/// Turns actix's own error responses (405 from a resource, a body that
+/// could not be read, ...) into the JSON error shape.
+pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        let is_json = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == HeaderValue::from_static("application/json"));
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let error = generic_error(status);
+        let (req, _) = res.into_parts();
+        let mut response: HttpResponse<BoxBody> = HttpResponse::build(status)
+            .content_type("application/json")
+            .body(error.body_json());
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, POST, PATCH, DELETE"),
+            );
+        }
+        let res: ServiceResponse<EitherBody<B>> =
+            ServiceResponse::new(req, response).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(res))
+    })
+}
+
+fn generic_error(status: StatusCode) -> ApiError {
+    let (code, message) = match status.as_u16() {
+        400 => ("bad_request", "the request could not be understood"),
+        401 => ("unauthorized", "a valid API key is required"),
+        404 => ("not_found", "no such route"),
+        405 => (
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        ),
+        413 => ("payload_too_large", "the request body is too large"),
+        415 => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        s if s >= 500 => ("internal_error", "an unexpected error occurred"),
+        _ => ("request_failed", "the request failed"),
+    };
+    ApiError::new(status, code, message)
+}
+
+/// Parses an id from the path; anything malformed cannot exist: 404.
+pub fn parse_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(code, format!("{what} not found")))
+}

@@ -1,0 +1,125 @@
+//! `/v1/organisations`: the admin creates organisations and resellers (a
+//! reseller may create its own child organisations); each gets an API key
+//! shown once.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::body::ApiJson;
+use super::{auth, parse_id, AppState};
+use crate::clock::{self, now_ms};
+use crate::domain::organisation::{Caller, OrgKind, Organisation};
+use crate::error::ApiError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/organisations").get(list).post(create))
+        .service(web::resource("/organisations/{id}").get(get));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrganisationIn {
+    name: String,
+    kind: OrgKind,
+    reseller_id: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+pub struct OrganisationOut {
+    id: Uuid,
+    name: String,
+    kind: OrgKind,
+    reseller_id: Option<Uuid>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+}
+
+impl From<&Organisation> for OrganisationOut {
+    fn from(o: &Organisation) -> Self {
+        OrganisationOut {
+            id: o.id,
+            name: o.name.clone(),
+            kind: o.kind,
+            reseller_id: o.reseller_id,
+            created_at: clock::iso(o.created_at),
+            api_key: None,
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("organisation_not_found", "organisation not found")
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<OrganisationIn>,
+) -> Result<HttpResponse, ApiError> {
+    let name = crate::domain::webhook::validate_name(&input.name)
+        .map_err(|m| ApiError::validation("name", m))?;
+    let reseller_id = match (&caller, input.kind) {
+        (Caller::Admin, OrgKind::Organisation) => input.reseller_id,
+        (Caller::Admin, OrgKind::Reseller) if input.reseller_id.is_some() => {
+            return Err(ApiError::validation(
+                "reseller_id",
+                "a reseller cannot belong to another reseller",
+            ))
+        }
+        (Caller::Admin, OrgKind::Reseller) => None,
+        // A reseller creates its own children, and nothing else.
+        (Caller::Org(me), OrgKind::Organisation) if me.kind == OrgKind::Reseller => {
+            if input.reseller_id.is_some_and(|r| r != me.id) {
+                return Err(not_found());
+            }
+            Some(me.id)
+        }
+        (Caller::Org(_), _) => return Err(ApiError::not_found("not_found", "no such route")),
+    };
+    if let Some(rid) = reseller_id {
+        match state.store.org(rid)? {
+            Some(r) if r.kind == OrgKind::Reseller => {}
+            _ => {
+                return Err(ApiError::validation(
+                    "reseller_id",
+                    "must be the id of an existing reseller",
+                ))
+            }
+        }
+    }
+    let org = Organisation {
+        id: Uuid::now_v7(),
+        name,
+        kind: input.kind,
+        reseller_id,
+        created_at: now_ms(),
+    };
+    let key = auth::new_key("hr_");
+    state.store.insert_org(&org, auth::hash_key(&key))?;
+    state.store.flush().await?;
+    let mut out = OrganisationOut::from(&org);
+    out.api_key = Some(key);
+    Ok(HttpResponse::Created().json(out))
+}
+
+async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let orgs = state.store.orgs(|o| caller.can_see_org(o))?;
+    let data: Vec<OrganisationOut> = orgs.iter().map(OrganisationOut::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path, "organisation_not_found", "organisation")?;
+    match state.store.org(id)? {
+        Some(org) if caller.can_see_org(&org) => {
+            Ok(HttpResponse::Ok().json(OrganisationOut::from(&org)))
+        }
+        _ => Err(not_found()),
+    }
+}

@@ -1,0 +1,30 @@
+//! hookrelay: a single-binary webhook platform. Producers publish events;
+//! hookrelay stores each durably, delivers it signed and with retries to
+//! every subscribed endpoint, and keeps a delivery log.
+//!
+//! # Layout
+//! - `app`: `Application` — opens the store, starts the actors, binds HTTP.
+//! - `config`: typed settings from `config.toml` and `HOOKRELAY_*`.
+//! - `error`: the API error type and its JSON shape.
+//! - `domain`: organisations, webhooks, the catalog, events, deliveries.
+//! - `canonical`: JSON normalised for JavaScript body fidelity.
+//! - `signing`: the signature schemes and delivery headers.
+//! - `storage`: the only module that touches sled.
+//! - `net`: SSRF address rules and the guarded outbound client.
+//! - `actors`: the registry and one delivery actor per webhook.
+//! - `http`: the API, one file per resource.
+//! - `retention`: the background purge of old events and log entries.
+//! - `clock`: Unix ms and ISO 8601 times.
+
+pub mod actors;
+pub mod app;
+pub mod canonical;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod net;
+pub mod retention;
+pub mod signing;
+pub mod storage;

@@ -1,0 +1,236 @@
+//! The SSRF-guarded awc client and one delivery attempt: send the signed
+//! request, read a bounded response, classify what happened.
+//!
+//! Names are checked in the client's resolver, so a name that resolves to
+//! a private address (DNS rebinding included) is refused at connect time;
+//! IP-literal hosts skip the resolver and are checked before sending.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_tls::connect::{Resolve, Resolver};
+use actix_web::web::Bytes;
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+
+use super::ssrf;
+use crate::clock;
+use crate::domain::delivery::{
+    parse_retry_after, truncate_body, AttemptError, AttemptResult, ErrorKind,
+};
+
+/// How outbound requests behave; from the `delivery` config section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientSettings {
+    pub timeout: Duration,
+    pub allow_private: bool,
+    pub body_limit: usize,
+}
+
+/// A resolved address that the SSRF rules refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is a private or reserved address")]
+pub struct BlockedAddress(IpAddr);
+
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn StdError>>> {
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+            if self.allow_private {
+                return Ok(found);
+            }
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| !ssrf::is_blocked_ip(a.ip()))
+                .collect();
+            match (allowed.is_empty(), found.first()) {
+                (true, Some(first)) => {
+                    Err(Box::new(BlockedAddress(first.ip())) as Box<dyn StdError>)
+                }
+                _ => Ok(allowed),
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// One client per thread and settings, so connections are reused.
+    static CLIENTS: RefCell<HashMap<ClientSettings, awc::Client>> = RefCell::new(HashMap::new());
+}
+
+fn client(settings: ClientSettings) -> awc::Client {
+    CLIENTS.with(|c| {
+        c.borrow_mut()
+            .entry(settings)
+            .or_insert_with(|| build_client(settings))
+            .clone()
+    })
+}
+
+fn build_client(settings: ClientSettings) -> awc::Client {
+    let resolver = Resolver::custom(GuardedResolver {
+        allow_private: settings.allow_private,
+    });
+    let connector = awc::Connector::new()
+        .connector(actix_tls::connect::Connector::new(resolver).service())
+        .timeout(settings.timeout)
+        .limit(4096);
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        .no_default_headers()
+        .timeout(settings.timeout)
+        .finish()
+}
+
+/// Sends one signed POST and reports what came of it. Never fails: every
+/// problem is an `AttemptResult` with an error kind.
+pub async fn send(
+    settings: ClientSettings,
+    url: &str,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+) -> AttemptResult {
+    let attempted_at = clock::now_ms();
+    let started = Instant::now();
+    let mut result = AttemptResult {
+        status_code: None,
+        latency_ms: 0,
+        response_body: String::new(),
+        truncated: false,
+        error: None,
+        request_headers: headers.clone(),
+        attempted_at,
+        retry_after_ms: None,
+    };
+    let outcome = match literal_ip_blocked(url, settings.allow_private) {
+        Some(err) => Err(err),
+        None => tokio::time::timeout(settings.timeout, exchange(settings, url, headers, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(attempt_error(
+                    ErrorKind::Timeout,
+                    "no complete answer within the timeout",
+                ))
+            }),
+    };
+    result.latency_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok((status, retry_after, raw)) => {
+            let (text, truncated) = truncate_body(&raw, settings.body_limit);
+            result.status_code = Some(status);
+            result.retry_after_ms = retry_after;
+            result.response_body = text;
+            result.truncated = truncated;
+            if !(200..300).contains(&status) {
+                result.error = Some(attempt_error(
+                    ErrorKind::Http,
+                    &format!("endpoint answered HTTP {status}"),
+                ));
+            }
+        }
+        Err(e) => result.error = Some(e),
+    }
+    result
+}
+
+type Exchange = Result<(u16, Option<u64>, Vec<u8>), AttemptError>;
+
+async fn exchange(
+    settings: ClientSettings,
+    url: &str,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+) -> Exchange {
+    let mut req = client(settings).post(url);
+    for (name, value) in &headers {
+        req = req.insert_header((name.as_str(), value.as_str()));
+    }
+    let mut resp = req.send_body(body).await.map_err(classify)?;
+    let status = resp.status().as_u16();
+    let retry_after = match status {
+        429 | 503 => resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        _ => None,
+    };
+    let mut raw = Vec::new();
+    // Read one byte past the limit so truncation is detected, then stop.
+    while raw.len() <= settings.body_limit {
+        match resp.next().await {
+            Some(Ok(chunk)) => raw.extend_from_slice(&chunk),
+            Some(Err(_)) | None => break,
+        }
+    }
+    Ok((status, retry_after, raw))
+}
+
+fn literal_ip_blocked(url: &str, allow_private: bool) -> Option<AttemptError> {
+    if allow_private {
+        return None;
+    }
+    let ip = match url::Url::parse(url).ok()?.host()? {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(d) if ssrf::is_localhost_name(d) => {
+            return Some(attempt_error(
+                ErrorKind::BlockedAddress,
+                "localhost is not a permitted target",
+            ))
+        }
+        url::Host::Domain(_) => return None,
+    };
+    ssrf::is_blocked_ip(ip)
+        .then(|| attempt_error(ErrorKind::BlockedAddress, &BlockedAddress(ip).to_string()))
+}
+
+fn attempt_error(kind: ErrorKind, message: &str) -> AttemptError {
+    AttemptError {
+        kind,
+        message: message.to_string(),
+    }
+}
+
+/// Maps awc's error to the kinds of SPEC §6 by type, never by message.
+fn classify(e: awc::error::SendRequestError) -> AttemptError {
+    use awc::error::{ConnectError, SendRequestError as S};
+    let message = e.to_string();
+    let kind = match &e {
+        S::Timeout => ErrorKind::Timeout,
+        S::Connect(ConnectError::Timeout) => ErrorKind::Timeout,
+        S::Connect(ConnectError::Resolver(inner))
+            if inner.downcast_ref::<BlockedAddress>().is_some() =>
+        {
+            ErrorKind::BlockedAddress
+        }
+        S::Connect(
+            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
+        ) => ErrorKind::Dns,
+        S::Connect(ConnectError::Io(io)) if is_tls(io) => ErrorKind::Tls,
+        S::Connect(ConnectError::SslIsNotSupported) => ErrorKind::Tls,
+        S::Connect(_) => ErrorKind::Connect,
+        S::Send(io) if is_tls(io) => ErrorKind::Tls,
+        S::Send(_) => ErrorKind::Connect,
+        _ => ErrorKind::Http,
+    };
+    attempt_error(kind, &message)
+}
+
+fn is_tls(io: &std::io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}

@@ -1,0 +1,4 @@
+//! Outbound network safety and the HTTP client deliveries go through.
+
+pub mod client;
+pub mod ssrf;

@@ -1,0 +1,47 @@
+//! Group commit: one thread flushes sled for every caller waiting at that
+//! moment, so concurrent acknowledgements share an fsync.
+
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::{Result, StorageError};
+
+type Waiter = oneshot::Sender<std::result::Result<(), String>>;
+
+pub struct GroupCommit {
+    tx: mpsc::Sender<Waiter>,
+}
+
+impl GroupCommit {
+    /// The thread ends when the store (and so `tx`) is dropped.
+    pub fn start(db: sled::Db) -> GroupCommit {
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        std::thread::Builder::new()
+            .name("hookrelay-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // NB: every waiter queued now wrote before queueing, so
+                    // the flush that starts after draining covers them all.
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for w in batch {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })
+            .expect("spawn flush thread");
+        GroupCommit { tx }
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .map_err(|_| StorageError::Flush("flusher stopped".into()))?;
+        rx.await
+            .map_err(|_| StorageError::Flush("flusher stopped".into()))?
+            .map_err(StorageError::Flush)
+    }
+}

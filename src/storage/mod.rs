@@ -1,0 +1,145 @@
+//! The only module that touches sled. It owns the trees, the key layout,
+//! the versioned value codec and the group-commit flusher.
+//!
+//! Trees and keys (every id is a UUID; v7 ids sort by creation time, and
+//! keys are big-endian bytes so sled's order is time order):
+//! - `meta`: `admin_key_hash` → sha256 of the generated admin key.
+//! - `orgs`: org id → `Organisation`.
+//! - `api_keys`: sha256(api key) → org id.
+//! - `webhooks`: webhook id → `Webhook`; `webhooks_by_owner`: owner id ++
+//!   webhook id → ().
+//! - `events`: event id → `StoredEvent` header and raw canonical body.
+//! - `queue`: webhook id ++ delivery id → `QueuedDelivery` (a webhook's
+//!   outstanding deliveries, in event order).
+//! - `log`: webhook id ++ entry id → `LogEntry`.
+//!
+//! NB: nothing written here is durable until `flush` returns; callers that
+//! acknowledge a write to a client must await it.
+
+mod codec;
+mod events;
+mod flusher;
+mod log;
+mod orgs;
+mod queue;
+mod webhooks;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+pub use events::StoredEvent;
+pub use log::LogPage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage: cannot decode a stored {what}: {message}")]
+    Codec { what: &'static str, message: String },
+    #[error("storage: flush failed: {0}")]
+    Flush(String),
+}
+
+impl<E: std::fmt::Display> From<sled::transaction::TransactionError<E>> for StorageError {
+    fn from(e: sled::transaction::TransactionError<E>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Storage(s) => StorageError::Sled(s),
+            sled::transaction::TransactionError::Abort(a) => StorageError::Codec {
+                what: "transaction",
+                message: a.to_string(),
+            },
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A handle on the store; cheap to clone, shared by every thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    orgs: sled::Tree,
+    api_keys: sled::Tree,
+    webhooks: sled::Tree,
+    webhooks_by_owner: sled::Tree,
+    events: sled::Tree,
+    queue: sled::Tree,
+    log: sled::Tree,
+    flusher: flusher::GroupCommit,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()?;
+        let tree = |name: &str| db.open_tree(name);
+        let inner = Inner {
+            meta: tree("meta")?,
+            orgs: tree("orgs")?,
+            api_keys: tree("api_keys")?,
+            webhooks: tree("webhooks")?,
+            webhooks_by_owner: tree("webhooks_by_owner")?,
+            events: tree("events")?,
+            queue: tree("queue")?,
+            log: tree("log")?,
+            flusher: flusher::GroupCommit::start(db.clone()),
+            db,
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Waits until everything written before this call is on disk.
+    /// Concurrent callers share one flush (group commit).
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.flusher.flush().await
+    }
+
+    /// Flushes from a thread that may block (shutdown, tests).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Liveness of the store: a read and the on-disk size.
+    pub fn health(&self) -> Result<u64> {
+        self.inner.meta.get(b"health")?;
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
+    pub fn admin_key_hash(&self) -> Result<Option<[u8; 32]>> {
+        Ok(self
+            .inner
+            .meta
+            .get(b"admin_key_hash")?
+            .and_then(|v| v.as_ref().try_into().ok()))
+    }
+
+    pub fn set_admin_key_hash(&self, hash: [u8; 32]) -> Result<()> {
+        self.inner.meta.insert(b"admin_key_hash", &hash)?;
+        Ok(())
+    }
+}
+
+/// `a ++ b`: the composite keys of the per-webhook trees.
+fn pair_key(a: Uuid, b: Uuid) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(a.as_bytes());
+    k[16..].copy_from_slice(b.as_bytes());
+    k
+}
+
+fn second_id(key: &[u8]) -> Option<Uuid> {
+    key.get(16..32).and_then(|b| Uuid::from_slice(b).ok())
+}

@@ -1,0 +1,89 @@
+//! The real binary as a child process: restart keeps everything, the
+//! generated admin key is printed once and works across restarts.
+
+use serde_json::json;
+
+use crate::support::ChildServer;
+
+#[actix_web::test]
+async fn restart_keeps_organisations_webhooks_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let admin_line = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("generated the admin API key"))
+        .cloned()
+        .expect("a generated admin key is printed on first start");
+    let admin = admin_line.rsplit(' ').next().unwrap().to_string();
+    let api = server.client();
+    let (status, org) = api
+        .call(
+            "POST",
+            "/v1/organisations",
+            Some(&admin),
+            Some(json!({"name": "acme", "kind": "organisation"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{org}");
+    let key = org["api_key"].as_str().unwrap().to_string();
+    let mut created = Vec::new();
+    for i in 0..3 {
+        let (status, w) = api
+            .call("POST", "/v1/webhooks", Some(&key),
+                Some(json!({"name": format!("hook {i}"), "url": "https://example.com/h", "events": ["*"]})))
+            .await;
+        assert_eq!(status, 201);
+        created.push(w);
+    }
+    let (_, before) = api.call("GET", "/v1/webhooks", Some(&key), None).await;
+    assert!(server.terminate().success(), "SIGTERM exits 0");
+
+    let server = ChildServer::start(dir.path(), &[]);
+    assert!(
+        !server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("generated the admin API key")),
+        "the admin key is generated only once"
+    );
+    let api = server.client();
+    let (status, after) = api.call("GET", "/v1/webhooks", Some(&key), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        after, before,
+        "every webhook survives the restart unchanged"
+    );
+    for w in &created {
+        let (_, s) = api
+            .call(
+                "GET",
+                &format!("/v1/webhooks/{}/secret", w["id"].as_str().unwrap()),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(s["secret"], w["secret"], "secrets unchanged");
+    }
+    let (status, _) = api
+        .call("GET", "/v1/organisations", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "the generated admin key still works");
+}
+
+#[test]
+fn bad_config_stops_startup_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .current_dir(dir.path())
+        .env("HOOKRELAY_DELIVERY__MAX_IN_FLIGHT", "many")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOOKRELAY_DELIVERY__MAX_IN_FLIGHT"), "{err}");
+}

@@ -1,0 +1,399 @@
+//! Test support: the real server on 127.0.0.1:0 over a temporary sled
+//! directory, an HTTP client, loopback receivers, and polling helpers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use hookrelay::app::Application;
+use hookrelay::config::Config;
+use serde_json::{json, Value};
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+pub struct TestServer {
+    pub base: String,
+    pub app_store: hookrelay::storage::Store,
+    pub registry: actix::Addr<hookrelay::actors::registry::Registry>,
+    pub handle: actix_web::dev::ServerHandle,
+    pub _dir: Arc<tempfile::TempDir>,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.bind = "127.0.0.1:0".into();
+    c.server.workers = 2;
+    c.storage.path = dir.join("data");
+    c.auth.admin_key = Some(ADMIN_KEY.into());
+    c.delivery.allow_private_targets = true;
+    c.delivery.retry_schedule_ms = vec![50, 100, 200];
+    c.delivery.timeout_ms = 2_000;
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let app = Application::build(config).await.expect("server starts");
+        let server = TestServer {
+            base: format!("http://127.0.0.1:{}", app.port()),
+            app_store: app.store(),
+            registry: app.registry(),
+            handle: app.handle(),
+            _dir: dir,
+        };
+        actix_web::rt::spawn(app.run_until_stopped());
+        server
+    }
+
+    /// Sends a request and returns the status and the JSON body (or Null).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+        self.raw(method, path, key, Some("application/json"), bytes)
+            .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.insert_header(("authorization", format!("Bearer {k}")));
+        }
+        if let Some(ct) = content_type {
+            req = req.insert_header(("content-type", ct));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .expect("body read");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON response {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    /// Creates an organisation as the admin; returns (id, api key).
+    pub async fn org(&self, name: &str, kind: &str, reseller: Option<&str>) -> (String, String) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/organisations",
+                Some(ADMIN_KEY),
+                Some(json!({"name": name, "kind": kind, "reseller_id": reseller})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_str().unwrap().into(),
+            body["api_key"].as_str().unwrap().into(),
+        )
+    }
+
+    /// Creates a webhook with `key`; returns the 201 body.
+    pub async fn webhook(&self, key: &str, url: &str, events: Value) -> Value {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/webhooks",
+                Some(key),
+                Some(json!({"name": "hook", "url": url, "events": events})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Ingests an event; returns the 202 body.
+    pub async fn ingest(&self, key: &str, event: &Value) -> Value {
+        let (status, body) = self
+            .call("POST", "/v1/events", Some(key), Some(event.clone()))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body
+    }
+}
+
+/// A desktop event of the seeds' shape for `org`.
+pub fn desktop_event(event: &str, org: &str) -> Value {
+    let item = json!({
+        "organisation": {"organisationId": org},
+        "team": {"teamId": "3c90c3cc-0d44-4b50-8888-8dd25736052a"},
+        "user": {"userId": "7d9f3c2e-1111-4b50-8888-8dd25736052a"},
+        "tracking": {"trackingId": uuid::Uuid::new_v4().to_string(), "app": {"name": "Google Chrome"},
+            "time": {"durationInSeconds": 20}}
+    });
+    let data = if event == "desktop.activity_tracking.captured" {
+        item
+    } else {
+        json!([item])
+    };
+    json!({"event": event, "version": "v1", "agent": "desktop-agent", "timestamp": 1769591066292u64, "data": data})
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request a receiver saw.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a receiver answers: a status, after an optional delay.
+pub struct Behaviour {
+    pub status: std::sync::atomic::AtomicU16,
+    pub delay_ms: std::sync::atomic::AtomicU64,
+}
+
+/// A loopback HTTP receiver that records every request.
+pub struct Receiver {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Received>>>,
+    pub behaviour: Arc<Behaviour>,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let behaviour = Arc::new(Behaviour {
+            status: 200.into(),
+            delay_ms: 0.into(),
+        });
+        let (s, b) = (seen.clone(), behaviour.clone());
+        let server = HttpServer::new(move || {
+            let (s, b) = (s.clone(), b.clone());
+            App::new()
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                    let (s, b) = (s.clone(), b.clone());
+                    async move {
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                            })
+                            .collect();
+                        s.lock().unwrap().push(Received {
+                            headers,
+                            body: body.to_vec(),
+                        });
+                        let delay = b.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+                        if delay > 0 {
+                            actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let status = b.status.load(std::sync::atomic::Ordering::SeqCst);
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                            .body("receiver says hi")
+                    }
+                }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            seen,
+            behaviour,
+            handle,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn answer(&self, status: u16) {
+        self.behaviour
+            .status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn delay(&self, ms: u64) {
+        self.behaviour
+            .delay_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The release or debug `hookrelay` binary running as a child process.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    /// Starts the binary on `dir` with extra `HOOKRELAY_*` variables and
+    /// waits for it to say where it listens.
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> ChildServer {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+        cmd.current_dir(dir)
+            .env("HOOKRELAY_SERVER__BIND", "127.0.0.1:0")
+            .env("HOOKRELAY_STORAGE__PATH", dir.join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn hookrelay");
+        let stderr = child.stderr.take().unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("hookrelay did not start: {:?}", log.lock().unwrap()));
+        ChildServer {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// A TestServer-like view to send requests through.
+    pub fn client(&self) -> RemoteServer {
+        RemoteServer {
+            base: self.base.clone(),
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests to a server known only by its base URL.
+pub struct RemoteServer {
+    pub base: String,
+}
+
+impl RemoteServer {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.insert_header(("authorization", format!("Bearer {k}")));
+        }
+        let mut resp = match body {
+            Some(b) => {
+                req.insert_header(("content-type", "application/json"))
+                    .send_body(serde_json::to_vec(&b).unwrap())
+                    .await
+            }
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(64 * 1024 * 1024).await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
