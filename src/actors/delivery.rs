@@ -117,6 +117,20 @@ impl DeliveryActor {
         }
     }
 
+    /// NB: after a (re)start the actor loads its queue from sled while
+    /// `Enqueue` messages for the same deliveries may still be in its
+    /// mailbox; one it already holds, or that has already left the sled
+    /// queue (delivered meanwhile), must not be sent again.
+    fn is_new(&self, d: &QueuedDelivery) -> bool {
+        if self.queue.contains_key(&d.id) || self.in_flight.contains(&d.id) {
+            return false;
+        }
+        matches!(
+            self.shared.store.queued_delivery(self.webhook_id, d.id),
+            Ok(Some(_))
+        )
+    }
+
     fn insert(&mut self, d: QueuedDelivery) {
         self.by_due.insert((d.next_attempt_at, d.id));
         self.queue.insert(d.id, d);
@@ -364,6 +378,9 @@ impl Handler<Enqueue> for DeliveryActor {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.guarded(ctx, |act, ctx| {
+            if !act.is_new(&msg.delivery) {
+                return;
+            }
             if act.bodies.len() < BODY_CACHE {
                 act.bodies.insert(msg.delivery.id, msg.body);
             }

@@ -1,6 +1,7 @@
 //! Test support: the real server on 127.0.0.1:0 over a temporary sled
 //! directory, an HTTP client, loopback receivers, and polling helpers.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,8 @@ impl Received {
 pub struct Behaviour {
     pub status: std::sync::atomic::AtomicU16,
     pub delay_ms: std::sync::atomic::AtomicU64,
+    /// Answer 500 to this many requests first.
+    pub fail_first: std::sync::atomic::AtomicUsize,
 }
 
 /// A loopback HTTP receiver that records every request.
@@ -217,6 +220,7 @@ impl Receiver {
         let behaviour = Arc::new(Behaviour {
             status: 200.into(),
             delay_ms: 0.into(),
+            fail_first: 0.into(),
         });
         let (s, b) = (seen.clone(), behaviour.clone());
         let server = HttpServer::new(move || {
@@ -237,11 +241,15 @@ impl Receiver {
                             headers,
                             body: body.to_vec(),
                         });
-                        let delay = b.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+                        let delay = b.delay_ms.load(SeqCst);
                         if delay > 0 {
                             actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
                         }
-                        let status = b.status.load(std::sync::atomic::Ordering::SeqCst);
+                        let failing = b
+                            .fail_first
+                            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        let status = if failing { 500 } else { b.status.load(SeqCst) };
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                             .body("receiver says hi")
                     }
@@ -271,15 +279,15 @@ impl Receiver {
     }
 
     pub fn answer(&self, status: u16) {
-        self.behaviour
-            .status
-            .store(status, std::sync::atomic::Ordering::SeqCst);
+        self.behaviour.status.store(status, SeqCst);
+    }
+
+    pub fn fail_first(&self, n: usize) {
+        self.behaviour.fail_first.store(n, SeqCst);
     }
 
     pub fn delay(&self, ms: u64) {
-        self.behaviour
-            .delay_ms
-            .store(ms, std::sync::atomic::Ordering::SeqCst);
+        self.behaviour.delay_ms.store(ms, SeqCst);
     }
 }
 
@@ -396,4 +404,29 @@ impl RemoteServer {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
     }
+}
+
+/// `hex(HMAC_SHA256(timestamp + "." + body, secret))`, computed here
+/// independently of hookrelay's signing module.
+pub fn expected_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The delivery log of a webhook, newest first.
+pub async fn log_of(s: &TestServer, key: &str, webhook: &str) -> Vec<Value> {
+    let (status, page) = s
+        .call(
+            "GET",
+            &format!("/v1/webhooks/{webhook}/deliveries?limit=250"),
+            Some(key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().unwrap().clone()
 }

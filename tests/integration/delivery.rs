@@ -1,0 +1,470 @@
+//! The delivery engine against real loopback receivers: routing, signing,
+//! retries, failure bookkeeping, isolation, ordering, SSRF, redelivery.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{desktop_event, eventually, expected_signature, log_of, Receiver, TestServer};
+
+const APP: &str = "desktop.app_tracking.captured";
+const ACTIVITY: &str = "desktop.activity_tracking.captured";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[actix_web::test]
+async fn fan_out_follows_the_routing_rule_and_every_delivery_verifies() {
+    let s = TestServer::start().await;
+    let (reseller, rkey) = s.org("reseller", "reseller", None).await;
+    let (child, ckey) = s.org("child", "organisation", Some(&reseller)).await;
+    let (_, okey) = s.org("other", "organisation", None).await;
+    let (r_rx, c_rx, o_rx) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    let r_hook = s.webhook(&rkey, &r_rx.url, json!(["*"])).await;
+    let c_hook = s.webhook(&ckey, &c_rx.url, json!([APP])).await;
+    s.webhook(&okey, &o_rx.url, json!(["*"])).await;
+
+    let sent = desktop_event(APP, &child);
+    let accepted = s.ingest(&ckey, &sent).await;
+    assert_eq!(
+        accepted["deliveries"], 2,
+        "child's own webhook and its reseller's"
+    );
+    let activity = s.ingest(&ckey, &desktop_event(ACTIVITY, &child)).await;
+    assert_eq!(
+        activity["deliveries"], 1,
+        "the child's webhook does not take activity events"
+    );
+
+    eventually("both receivers", WAIT, async || {
+        (r_rx.count() == 2 && c_rx.count() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(o_rx.count(), 0, "another tenant receives nothing");
+    for (rx, hook) in [(&r_rx, &r_hook), (&c_rx, &c_hook)] {
+        let secret = hook["secret"].as_str().unwrap();
+        for got in rx.all() {
+            let ts = got.header("x-webhook-timestamp").expect("timestamp header");
+            let now = hookrelay::clock::now_ms();
+            let ts_ms: u64 = ts.parse().expect("ms timestamp");
+            assert!(
+                ts_ms <= now && now - ts_ms < 60_000,
+                "timestamp is Unix ms of the attempt"
+            );
+            assert_eq!(
+                got.header("x-webhook-signature"),
+                Some(expected_signature(secret, ts, &got.body).as_str())
+            );
+            assert_eq!(got.header("content-type"), Some("application/json"));
+            assert!(got.header("user-agent").unwrap().starts_with("hookrelay/"));
+            assert!(got.header("x-webhook-id").is_some());
+            let body: Value = serde_json::from_slice(&got.body).unwrap();
+            assert_eq!(got.header("x-webhook-event"), body["event"].as_str());
+            assert_eq!(
+                serde_json::to_vec(&body).unwrap(),
+                got.body,
+                "compact canonical body"
+            );
+        }
+    }
+    let app_copy = c_rx.all().remove(0);
+    let body: Value = serde_json::from_slice(&app_copy.body).unwrap();
+    assert_eq!(body, sent, "the payload arrives as published");
+    let log = log_of(&s, &ckey, c_hook["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (
+            log.len(),
+            log[0]["outcome"].as_str(),
+            log[0]["status_code"].as_u64()
+        ),
+        (1, Some("delivered"), Some(200))
+    );
+    assert_eq!(log[0]["event_id"], accepted["id"]);
+}
+
+#[actix_web::test]
+async fn retries_until_success_and_failure_count_resets() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.fail_first(2);
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+
+    let log = eventually("a delivered attempt", WAIT, async || {
+        let log = log_of(&s, &key, id).await;
+        log.iter()
+            .any(|e| e["outcome"] == "delivered")
+            .then_some(log)
+    })
+    .await;
+    let outcomes: Vec<&str> = log
+        .iter()
+        .rev()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["pending", "pending", "delivered"]);
+    let attempts: Vec<u64> = log
+        .iter()
+        .rev()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    assert!(log[2]["next_attempt_at"].is_string() && log[0]["next_attempt_at"].is_null());
+    assert_eq!(log[2]["status_code"], 500);
+    assert_eq!(log[2]["error"]["kind"], "http");
+    assert_eq!(log[2]["response_body"], "receiver says hi");
+
+    let seen = rx.all();
+    assert_eq!(seen.len(), 3);
+    let ids: Vec<_> = seen
+        .iter()
+        .map(|r| r.header("x-webhook-id").unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "x-webhook-id is stable across retries"
+    );
+    let stamps: Vec<_> = seen
+        .iter()
+        .map(|r| r.header("x-webhook-timestamp").unwrap().to_string())
+        .collect();
+    assert_ne!(stamps[0], stamps[2], "each attempt is signed afresh");
+    let (_, w) = s
+        .call("GET", &format!("/v1/webhooks/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(w["failure_count"], 0, "a success resets the failure count");
+    assert!(w["last_delivery_at"].is_string());
+}
+
+#[actix_web::test]
+async fn a_receiver_that_always_fails_ends_failed_and_disables_the_webhook() {
+    let s = TestServer::start_with(|c| {
+        c.delivery.retry_schedule_ms = vec![30, 30];
+        c.delivery.disable_after_hours = 0.00001; // 36 ms
+    })
+    .await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.answer(503);
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+
+    let w = eventually("the webhook to be disabled", WAIT, async || {
+        let (_, w) = s
+            .call("GET", &format!("/v1/webhooks/{id}"), Some(&key), None)
+            .await;
+        (w["status"] == "disabled").then_some(w)
+    })
+    .await;
+    assert!(w["disabled_reason"].as_str().unwrap().contains("failed"));
+    assert!(w["failure_count"].as_u64().unwrap() >= 2);
+    let log = log_of(&s, &key, id).await;
+    assert!(log.iter().all(|e| e["outcome"] != "delivered"));
+
+    // A disabled webhook is not routed to; re-enabling it is a PATCH.
+    rx.answer(200);
+    let skipped = s.ingest(&key, &desktop_event(APP, &org)).await;
+    assert_eq!(skipped["deliveries"], 0);
+    let (status, w) = s
+        .call(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(&key),
+            Some(json!({"status": "enabled"})),
+        )
+        .await;
+    assert_eq!(
+        (status, w["status"].as_str(), w["failure_count"].as_u64()),
+        (200, Some("enabled"), Some(0))
+    );
+    assert_eq!(
+        s.ingest(&key, &desktop_event(APP, &org)).await["deliveries"],
+        1
+    );
+    eventually("a delivery after re-enabling", WAIT, async || {
+        log_of(&s, &key, id)
+            .await
+            .iter()
+            .any(|e| e["outcome"] == "delivered")
+            .then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn the_last_attempt_ends_failed() {
+    let s = TestServer::start_with(|c| c.delivery.retry_schedule_ms = vec![20]).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.answer(500);
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    let log = eventually("a failed outcome", WAIT, async || {
+        let log = log_of(&s, &key, id).await;
+        log.iter().any(|e| e["outcome"] == "failed").then_some(log)
+    })
+    .await;
+    assert_eq!(log.len(), 2, "two attempts: the first and one retry");
+    let (_, failed) = s
+        .call(
+            "GET",
+            &format!("/v1/webhooks/{id}/deliveries?outcome=failed"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(failed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.app_store.queue_len(),
+        0,
+        "a failed delivery leaves the queue"
+    );
+}
+
+#[actix_web::test]
+async fn a_hanging_receiver_does_not_delay_another_webhook() {
+    let s = TestServer::start_with(|c| c.delivery.timeout_ms = 60_000).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let (slow, fast) = (Receiver::start().await, Receiver::start().await);
+    slow.delay(60_000);
+    s.webhook(&key, &slow.url, json!(["*"])).await;
+    s.webhook(&key, &fast.url, json!(["*"])).await;
+    for _ in 0..30 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+    }
+    eventually("all 30 at the fast receiver", WAIT, async || {
+        (fast.count() == 30).then_some(())
+    })
+    .await;
+    assert!(
+        slow.count() <= 8,
+        "the slow webhook holds at most max_in_flight requests: {}",
+        slow.count()
+    );
+    slow.handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn ordered_webhooks_deliver_one_at_a_time_in_event_order() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.fail_first(2);
+    let (status, hook) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&key),
+            Some(json!({"name": "o", "url": rx.url, "events": ["*"], "ordered": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        sent.push(
+            s.ingest(&key, &desktop_event(APP, &org)).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    eventually("7 requests", WAIT, async || (rx.count() == 7).then_some(())).await;
+    let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+    let order: Vec<&str> = log
+        .iter()
+        .rev()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = [0, 0, 0, 1, 2, 3, 4]
+        .iter()
+        .map(|&i| sent[i].as_str())
+        .collect();
+    assert_eq!(
+        order, expected,
+        "the head is retried before anything after it is sent"
+    );
+}
+
+/// A name in /etc/hosts (other than localhost) that points at 127.x.
+fn loopback_hostname() -> String {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    hosts
+        .lines()
+        .filter(|l| l.starts_with("127."))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .find(|name| !name.contains("localhost"))
+        .expect("/etc/hosts names this machine with a loopback address")
+        .to_string()
+}
+
+#[actix_web::test]
+async fn a_name_resolving_to_loopback_is_blocked_at_send_time() {
+    let s = TestServer::start_with(|c| c.delivery.allow_private_targets = false).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    let port = rx
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("https://{}:{port}/hook", loopback_hostname());
+    let hook = s.webhook(&key, &url, json!(["*"])).await;
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    let log = eventually("a logged attempt", WAIT, async || {
+        let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+        (!log.is_empty()).then_some(log)
+    })
+    .await;
+    assert_eq!(log[0]["error"]["kind"], "blocked_address", "{}", log[0]);
+    assert_eq!(rx.count(), 0, "no connection reached the receiver");
+}
+
+#[actix_web::test]
+async fn deleting_a_webhook_drops_its_queue_at_once() {
+    let s = TestServer::start_with(|c| c.delivery.retry_schedule_ms = vec![600_000]).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.answer(500);
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    for _ in 0..3 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+    }
+    eventually("three failed first attempts", WAIT, async || {
+        (rx.count() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(s.app_store.queue_len(), 3, "all three wait for a retry");
+    assert_eq!(
+        s.call("DELETE", &format!("/v1/webhooks/{id}"), Some(&key), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(s.app_store.queue_len(), 0);
+    let depth = s
+        .registry
+        .send(hookrelay::actors::registry::QueueDepth {
+            webhook_id: id.parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(depth, None, "the webhook's actor is gone");
+}
+
+#[actix_web::test]
+async fn redelivery_sends_the_event_again_under_a_new_id() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    eventually("the first delivery", WAIT, async || {
+        (rx.count() == 1).then_some(())
+    })
+    .await;
+    let first = log_of(&s, &key, id).await.remove(0);
+    let path = format!(
+        "/v1/webhooks/{id}/deliveries/{}/redeliver",
+        first["delivery_id"].as_str().unwrap()
+    );
+    let (status, body) = s.call("POST", &path, Some(&key), None).await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the redelivery", WAIT, async || {
+        (rx.count() == 2).then_some(())
+    })
+    .await;
+    let seen = rx.all();
+    assert_eq!(seen[0].body, seen[1].body);
+    assert_ne!(
+        seen[0].header("x-webhook-id"),
+        seen[1].header("x-webhook-id")
+    );
+    let missing = format!(
+        "/v1/webhooks/{id}/deliveries/{}/redeliver",
+        uuid::Uuid::new_v4()
+    );
+    assert_eq!(s.call("POST", &missing, Some(&key), None).await.0, 404);
+}
+
+#[actix_web::test]
+async fn the_log_pages_with_a_cursor() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    for _ in 0..5 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+    }
+    eventually("five deliveries", WAIT, async || {
+        let delivered = log_of(&s, &key, id)
+            .await
+            .iter()
+            .filter(|e| e["outcome"] == "delivered")
+            .count();
+        (delivered == 5).then_some(())
+    })
+    .await;
+    let all = log_of(&s, &key, id).await;
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..5 {
+        let q = cursor
+            .as_ref()
+            .map(|c| format!("&before={c}"))
+            .unwrap_or_default();
+        let (_, page) = s
+            .call(
+                "GET",
+                &format!("/v1/webhooks/{id}/deliveries?limit=2{q}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        paged.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_before"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged, all,
+        "pages of two reassemble the whole log, newest first"
+    );
+}
+
+#[actix_web::test]
+async fn a_panicking_actor_restarts_and_others_are_untouched() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let (a_rx, b_rx) = (Receiver::start().await, Receiver::start().await);
+    let a = s.webhook(&key, &a_rx.url, json!(["*"])).await;
+    s.webhook(&key, &b_rx.url, json!(["*"])).await;
+    let crashed = s
+        .registry
+        .send(hookrelay::actors::registry::CrashActor {
+            webhook_id: a["id"].as_str().unwrap().parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(crashed);
+    for _ in 0..3 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+    }
+    eventually("both receivers get all three", WAIT, async || {
+        (a_rx.count() == 3 && b_rx.count() == 3).then_some(())
+    })
+    .await;
+}
