@@ -3,8 +3,10 @@
 
 mod support;
 
+mod crash;
 mod delivery;
 mod ingest;
+mod interop;
 mod malformed;
 mod process;
 mod tenancy;

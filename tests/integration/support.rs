@@ -16,7 +16,6 @@ pub struct TestServer {
     pub base: String,
     pub app_store: hookrelay::storage::Store,
     pub registry: actix::Addr<hookrelay::actors::registry::Registry>,
-    pub handle: actix_web::dev::ServerHandle,
     pub _dir: Arc<tempfile::TempDir>,
 }
 
@@ -46,7 +45,6 @@ impl TestServer {
             base: format!("http://127.0.0.1:{}", app.port()),
             app_store: app.store(),
             registry: app.registry(),
-            handle: app.handle(),
             _dir: dir,
         };
         actix_web::rt::spawn(app.run_until_stopped());
@@ -185,6 +183,7 @@ pub async fn eventually<T>(
 /// One request a receiver saw.
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -238,6 +237,7 @@ impl Receiver {
                             })
                             .collect();
                         s.lock().unwrap().push(Received {
+                            path: req.path().to_string(),
                             headers,
                             body: body.to_vec(),
                         });
@@ -346,9 +346,8 @@ impl ChildServer {
         }
     }
 
-    pub fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn terminate(mut self) -> std::process::ExitStatus {
@@ -381,6 +380,19 @@ impl RemoteServer {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.try_call(method, path, key, body)
+            .await
+            .expect("request sent")
+    }
+
+    /// `None` when the server could not be reached.
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Option<(u16, Value)> {
         let client = awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish();
@@ -396,13 +408,13 @@ impl RemoteServer {
             }
             None => req.send().await,
         }
-        .expect("request sent");
+        .ok()?;
         let status = resp.status().as_u16();
-        let bytes = resp.body().limit(64 * 1024 * 1024).await.expect("body");
-        (
+        let bytes = resp.body().limit(64 * 1024 * 1024).await.ok()?;
+        Some((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        ))
     }
 }
 

@@ -1,0 +1,152 @@
+//! `kill -9` mid-stream: every acknowledged event reaches every subscribed
+//! receiver at least once after a restart on the same directory.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+use crate::support::{desktop_event, eventually, ChildServer, Receiver, ADMIN_KEY};
+
+const WEBHOOKS: usize = 4;
+const EVENTS: usize = 3000;
+const KILL_AFTER: usize = 1000;
+const CONCURRENCY: usize = 16;
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
+        ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        (
+            "HOOKRELAY_DELIVERY__RETRY_SCHEDULE_MS",
+            "100,200,400,800,1600",
+        ),
+        ("HOOKRELAY_SERVER__WORKERS", "2"),
+    ]
+}
+
+/// (receiver path, trackingId) for every request the receiver saw.
+fn receipts(rx: &Receiver) -> Vec<(String, String)> {
+    rx.all()
+        .into_iter()
+        .filter_map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).ok()?;
+            Some((
+                r.path,
+                body["data"][0]["tracking"]["trackingId"]
+                    .as_str()?
+                    .to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn kill_9_loses_no_acknowledged_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let server = ChildServer::start(dir.path(), &env());
+    let api = server.client();
+    let (_, org) = api
+        .call(
+            "POST",
+            "/v1/organisations",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "acme", "kind": "organisation"})),
+        )
+        .await;
+    let (org_id, key) = (
+        org["id"].as_str().unwrap().to_string(),
+        org["api_key"].as_str().unwrap().to_string(),
+    );
+    for n in 0..WEBHOOKS {
+        let url = format!("{}/{n}", rx.url);
+        let (status, _) = api
+            .call(
+                "POST",
+                "/v1/webhooks",
+                Some(&key),
+                Some(json!({"name": "w", "url": url, "events": ["*"]})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let pid = server.pid();
+    let killer = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            while acked.load(Ordering::SeqCst) < KILL_AFTER && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap();
+        })
+    };
+    let mut acknowledged = HashSet::new();
+    let mut refused = 0;
+    for batch in 0..EVENTS / CONCURRENCY {
+        let sends = (0..CONCURRENCY).map(|i| {
+            let mut event = desktop_event("desktop.app_tracking.captured", &org_id);
+            let tracking = format!("t-{batch}-{i}");
+            event["data"][0]["tracking"]["trackingId"] = json!(tracking);
+            let (api, key) = (&api, &key);
+            async move {
+                (
+                    tracking,
+                    api.try_call("POST", "/v1/events", Some(key), Some(event))
+                        .await,
+                )
+            }
+        });
+        for (tracking, result) in join_all(sends).await {
+            match result {
+                Some((202, _)) => {
+                    acknowledged.insert(tracking);
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => refused += 1,
+            }
+        }
+        if refused > 0 {
+            break; // the server is gone
+        }
+    }
+    killer.join().unwrap();
+    drop(server);
+    assert!(
+        acknowledged.len() >= KILL_AFTER,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    let _restarted = ChildServer::start(dir.path(), &env());
+    let counts = eventually(
+        "every acknowledged event at every receiver",
+        Duration::from_secs(300),
+        async || {
+            let mut counts: HashMap<(String, String), usize> = HashMap::new();
+            for r in receipts(&rx) {
+                *counts.entry(r).or_default() += 1;
+            }
+            let complete = acknowledged.iter().all(|t| {
+                (0..WEBHOOKS).all(|n| counts.contains_key(&(format!("/hook/{n}"), t.clone())))
+            });
+            complete.then_some(counts)
+        },
+    )
+    .await;
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!(
+        "crash test: {} acknowledged × {WEBHOOKS} webhooks delivered; {duplicates} duplicate deliveries; {refused} requests refused by the killed server",
+        acknowledged.len()
+    );
+}
