@@ -58,6 +58,11 @@ pub struct CrashActor {
     pub webhook_id: Uuid,
 }
 
+/// How many webhook actors are running.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ActorCount;
+
 /// How many deliveries one webhook's actor holds (queued + in flight).
 #[derive(Message)]
 #[rtype(result = "Option<usize>")]
@@ -180,5 +185,13 @@ impl Handler<QueueDepth> for Registry {
                 None => None,
             }
         })
+    }
+}
+
+impl Handler<ActorCount> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: ActorCount, _: &mut Context<Self>) -> usize {
+        self.actors.len()
     }
 }

@@ -1,18 +1,29 @@
-//! `GET /healthz`: liveness plus a storage read.
+//! `GET /healthz`: liveness, a storage read, and the delivery registry.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
+use crate::actors::registry::ActorCount;
 
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.health() {
-        Ok(bytes) => HttpResponse::Ok()
-            .json(json!({"status": "ok", "storage": "ok", "storage_bytes": bytes})),
-        Err(e) => {
-            log::error!("health check failed: {e}");
+    let storage = state.store.health();
+    let actors = state.registry.send(ActorCount).await;
+    match (storage, actors) {
+        (Ok(bytes), Ok(actors)) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "storage": "ok",
+            "storage_bytes": bytes,
+            "webhook_actors": actors,
+        })),
+        (storage, actors) => {
+            log::error!(
+                "health check failed: storage {:?}, registry {:?}",
+                storage.err(),
+                actors.err()
+            );
             HttpResponse::ServiceUnavailable().json(json!({
-                "error": {"code": "storage_unavailable", "message": "the store cannot be read"}
+                "error": {"code": "unhealthy", "message": "the store or the delivery registry is not answering"}
             }))
         }
     }

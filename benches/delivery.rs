@@ -1,0 +1,348 @@
+//! End-to-end delivery benchmark (`cargo bench --bench delivery`). In one
+//! run it measures, against one fast loopback receiver:
+//! (a) the raw ceiling: the receiver hit directly with the same body and
+//!     concurrency; (b) hookrelay deliveries/s with one webhook; (c) with
+//!     each event fanned out to 100 webhooks; (d) ingest-to-receipt latency
+//!     at half the sustained rate of (b); (e) peak RSS and start-up time of
+//!     the release binary with 10,000 registered webhooks.
+//! (b) and (c) are reported as ratios to (a). Loopback only; every loop is
+//! bounded in count and time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::future::join_all;
+use hookrelay::app::Application;
+use hookrelay::config::Config;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "bench-admin-key-0123456789";
+const CONCURRENCY: usize = 32;
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Counts deliveries and, for latency runs, when each `seq` (> 0) arrived.
+#[derive(Default)]
+struct Seen {
+    count: AtomicUsize,
+    arrivals: Mutex<Vec<(u64, Instant)>>,
+}
+
+async fn receiver() -> (String, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    let server = HttpServer::new(move || {
+        let s = s.clone();
+        App::new()
+            .app_data(web::PayloadConfig::new(8 * 1024 * 1024))
+            .default_service(web::to(move |body: web::Bytes| {
+                let s = s.clone();
+                async move {
+                    s.count.fetch_add(1, Ordering::Relaxed);
+                    if let Some(seq) = seq_of(&body).filter(|&q| q > 0) {
+                        s.arrivals.lock().unwrap().push((seq, Instant::now()));
+                    }
+                    HttpResponse::Ok().finish()
+                }
+            }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", server.addrs()[0].port());
+    actix_web::rt::spawn(server.run());
+    (url, seen)
+}
+
+fn seq_of(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let rest = text.split("\"seq\":").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn event(org: &str, seq: u64) -> Value {
+    json!({"event": "desktop.app_tracking.captured", "version": "v1", "agent": "desktop-agent",
+        "timestamp": 1716000000000u64, "seq": seq,
+        "data": [{"organisation": {"organisationId": org}, "team": {"teamId": "t"}, "user": {"userId": "u"},
+            "tracking": {"trackingId": "3c90c3cc-0d44-4b50-8888-8dd25736052a",
+                "app": {"name": "Google Chrome", "type": "website", "category": "Unknown Category",
+                    "iconUrl": "https://www.google.com/favicon.ico", "domain": "google.com",
+                    "fullUrl": "https://www.google.com", "productivityStatus": "neutral"},
+                "time": {"startDate": "2024-01-15T09:00:00.000Z", "endDate": "2024-01-15T09:00:20.000Z",
+                    "durationInSeconds": 20}, "trackingMode": "online", "operatingSystem": "macos"}}]})
+}
+
+async fn post(client: &awc::Client, url: &str, key: Option<&str>, body: Vec<u8>) -> u16 {
+    let mut req = client
+        .post(url)
+        .insert_header(("content-type", "application/json"));
+    if let Some(k) = key {
+        req = req.insert_header(("authorization", format!("Bearer {k}")));
+    }
+    match req.send_body(body).await {
+        Ok(mut r) => {
+            let _ = r.body().await;
+            r.status().as_u16()
+        }
+        Err(_) => 0,
+    }
+}
+
+/// (a) The receiver hit directly: requests/s.
+async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> f64 {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let (next, ok) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let start = Instant::now();
+    join_all((0..CONCURRENCY).map(|_| async {
+        while next.fetch_add(1, Ordering::Relaxed) < total && start.elapsed() < LIMIT {
+            if post(&client, url, None, body.to_vec()).await == 200 {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }))
+    .await;
+    let ok = ok.into_inner();
+    assert!(
+        ok * 100 >= total * 99,
+        "only {ok} of {total} direct requests succeeded"
+    );
+    ok as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Hookrelay {
+    base: String,
+    org: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_hookrelay() -> Hookrelay {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::default();
+    c.server.bind = "127.0.0.1:0".into();
+    c.storage.path = dir.path().join("data");
+    c.auth.admin_key = Some(ADMIN.into());
+    c.delivery.allow_private_targets = true;
+    let app = Application::build(c).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = awc::Client::default();
+    let mut r = client
+        .post(format!("{base}/v1/organisations"))
+        .insert_header(("authorization", format!("Bearer {ADMIN}")))
+        .send_json(&json!({"name": "bench", "kind": "organisation"}))
+        .await
+        .unwrap();
+    let org: Value = r.json().await.unwrap();
+    Hookrelay {
+        base,
+        org: org["id"].as_str().unwrap().into(),
+        key: org["api_key"].as_str().unwrap().into(),
+        _dir: dir,
+    }
+}
+
+async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {
+    let client = awc::Client::default();
+    for _ in 0..n {
+        let mut r = client
+            .post(format!("{}/v1/webhooks", h.base))
+            .insert_header(("authorization", format!("Bearer {}", h.key)))
+            .send_json(&json!({"name": "bench", "url": url, "events": ["*"]}))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{:?}", r.body().await);
+    }
+}
+
+/// Ingests `events` and waits for `events * fanout` receipts:
+/// (deliveries/s, acknowledged ingests/s).
+async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) -> (f64, f64) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let before = seen.count.load(Ordering::SeqCst);
+    let expected = before + events * fanout;
+    let next = AtomicUsize::new(0);
+    let url = format!("{}/v1/events", h.base);
+    let start = Instant::now();
+    join_all((0..CONCURRENCY).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= events || start.elapsed() > LIMIT {
+                break;
+            }
+            let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
+            assert_eq!(post(&client, &url, Some(&h.key), body).await, 202);
+        }
+    }))
+    .await;
+    let ingest = events as f64 / start.elapsed().as_secs_f64();
+    while seen.count.load(Ordering::SeqCst) < expected && start.elapsed() < LIMIT {
+        actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    let delivered =
+        (seen.count.load(Ordering::SeqCst) - before) as f64 / start.elapsed().as_secs_f64();
+    (delivered, ingest)
+}
+
+/// Ingests at `rate` events/s for `events` events; latency percentiles (ms).
+async fn latency(h: &Hookrelay, seen: &Seen, rate: f64, events: usize) -> (f64, f64, f64) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    seen.arrivals.lock().unwrap().clear();
+    let url = format!("{}/v1/events", h.base);
+    let sent: Mutex<Vec<(u64, Instant)>> = Mutex::new(Vec::new());
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    join_all((1..=events as u64).map(|seq| {
+        let (client, url, sent) = (&client, &url, &sent);
+        async move {
+            let at = start + interval * (seq - 1) as u32;
+            actix_web::rt::time::sleep_until(at.into()).await;
+            let body = serde_json::to_vec(&event(&h.org, seq)).unwrap();
+            sent.lock().unwrap().push((seq, Instant::now()));
+            post(client, url, Some(&h.key), body).await;
+        }
+    }))
+    .await;
+    while seen.arrivals.lock().unwrap().len() < events && start.elapsed() < LIMIT {
+        actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    let sent: std::collections::HashMap<u64, Instant> =
+        sent.into_inner().unwrap().into_iter().collect();
+    let mut ms: Vec<f64> = seen
+        .arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(seq, at)| {
+            sent.get(seq)
+                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
+    (pct(0.50), pct(0.99), *ms.last().unwrap())
+}
+
+/// (e) The release binary with 10,000 webhooks: (peak RSS MB, restart s).
+async fn ten_thousand_webhooks() -> Option<(f64, f64)> {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/hookrelay");
+    if !bin.exists() {
+        eprintln!("(e) skipped: build target/release/hookrelay first (cargo build --release)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .current_dir(dir.path())
+            .env("HOOKRELAY_SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("HOOKRELAY_STORAGE__PATH", dir.path().join("data"))
+            .env("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    // Ready means serving HTTP with every webhook's actor started.
+    let wait_ready = |base: &str, actors: u64| {
+        let base = base.to_string();
+        async move {
+            let client = awc::Client::default();
+            let start = Instant::now();
+            while start.elapsed() < LIMIT {
+                if let Ok(mut r) = client.get(format!("{base}/healthz")).send().await {
+                    let health: Value = r.json().await.unwrap_or_default();
+                    if health["webhook_actors"].as_u64() == Some(actors) {
+                        return start.elapsed().as_secs_f64();
+                    }
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            f64::NAN
+        }
+    };
+    let (mut child, base) = spawn();
+    wait_ready(&base, 0).await;
+    let client = awc::Client::default();
+    let mut r = client
+        .post(format!("{base}/v1/organisations"))
+        .insert_header(("authorization", format!("Bearer {ADMIN}")))
+        .send_json(&json!({"name": "many", "kind": "organisation"}))
+        .await
+        .unwrap();
+    let org: Value = r.json().await.unwrap();
+    let key = org["api_key"].as_str().unwrap().to_string();
+    let next = AtomicUsize::new(0);
+    join_all((0..16).map(|_| async {
+        while next.fetch_add(1, Ordering::Relaxed) < 10_000 {
+            let body = serde_json::to_vec(&json!({"name": "w", "url": "https://example.com/hook", "events": ["*"], "active": false})).unwrap();
+            assert_eq!(post(&client, &format!("{base}/v1/webhooks"), Some(&key), body).await, 201);
+        }
+    }))
+    .await;
+    child.kill().ok();
+    child.wait().ok();
+    let (mut child, base) = spawn();
+    let started = wait_ready(&base, 10_000).await;
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN);
+    child.kill().ok();
+    child.wait().ok();
+    Some((rss, started))
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    actix_web::rt::System::new().block_on(async {
+        let (url, seen) = receiver().await;
+        let h = start_hookrelay().await;
+        let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
+        raw_ceiling(&url, &body, 2_000).await; // warm-up
+        let raw = raw_ceiling(&url, &body, 20_000).await;
+        add_webhooks(&h, &url, 1).await;
+        end_to_end(&h, &seen, 1_000, 1).await; // warm-up
+        let (one, one_ingest) = end_to_end(&h, &seen, 10_000, 1).await;
+        let (p50, p99, max) = latency(&h, &seen, one / 2.0, (one * 3.0) as usize).await;
+        let fan = start_hookrelay().await;
+        add_webhooks(&fan, &url, 100).await;
+        let (hundred, _) = end_to_end(&fan, &seen, 200, 100).await;
+        let many = ten_thousand_webhooks().await;
+
+        println!("| measure | result | target |");
+        println!("|---|---|---|");
+        println!("| (a) raw ceiling, receiver hit directly | {raw:.0} req/s | baseline |");
+        println!("| (b) hookrelay, 1 webhook | {one:.0} deliveries/s = {:.0} % of (a) (durable ingests acknowledged at {one_ingest:.0}/s) | ≥ 35 % |", one / raw * 100.0);
+        println!("| (c) hookrelay, fan-out to 100 webhooks | {hundred:.0} deliveries/s = {:.0} % of (a) | ≥ 50 % |", hundred / raw * 100.0);
+        println!("| (d) ingest→receipt latency at {:.0} events/s | p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms | p99 ≤ 10 ms |", one / 2.0);
+        match many {
+            Some((rss, secs)) => println!("| (e) 10,000 webhooks | peak RSS {rss:.0} MB, ready in {secs:.2} s | < 150 MB, < 2 s |"),
+            None => println!("| (e) 10,000 webhooks | skipped (no release binary) | < 150 MB, < 2 s |"),
+        }
+    });
+}
