@@ -68,6 +68,7 @@ impl Application {
             registry: registry.clone(),
             admin_key_hash,
             client,
+            simulations: Default::default(),
         });
         let addr = config.bind_addr()?;
         let bind_err = |source| StartError::Bind {

@@ -13,6 +13,7 @@
 //! - `net`: SSRF address rules and the guarded outbound client.
 //! - `actors`: the registry and one delivery actor per webhook.
 //! - `http`: the API, one file per resource.
+//! - `simulation`: sample payloads of every catalog event (SPEC §7).
 //! - `retention`: the background purge of old events and log entries.
 //! - `clock`: Unix ms and ISO 8601 times.
 
@@ -27,4 +28,5 @@ pub mod http;
 pub mod net;
 pub mod retention;
 pub mod signing;
+pub mod simulation;
 pub mod storage;

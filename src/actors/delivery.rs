@@ -22,7 +22,6 @@ use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::webhook::{Webhook, WebhookStatus};
 use crate::net::client;
-use crate::signing::{delivery_headers, SignInput};
 
 /// Bodies kept in memory per actor for deliveries about to be sent; the
 /// rest are read from sled when their turn comes.
@@ -200,21 +199,9 @@ impl DeliveryActor {
         };
         self.in_flight.insert(d.id);
         let settings = self.shared.client;
-        let (url, secret, scheme) = (
-            webhook.url.clone(),
-            webhook.secret.clone(),
-            webhook.signature_scheme,
-        );
+        let webhook = webhook.clone();
         let attempt = async move {
-            let headers = delivery_headers(&SignInput {
-                scheme,
-                secret: &secret,
-                delivery_id: &d.id.to_string(),
-                event: &d.event,
-                timestamp_ms: now_ms(),
-                body: &body,
-            });
-            let result = client::send(settings, &url, headers, body).await;
+            let result = client::deliver(settings, &webhook, d.id, &d.event, body).await;
             (d, result)
         };
         ctx.spawn(attempt.into_actor(self).map(|(d, result), act, ctx| {
@@ -260,7 +247,13 @@ impl DeliveryActor {
             (false, Some(_)) => Outcome::Pending,
             (false, None) => Outcome::Failed,
         };
-        let entry = log_entry(&d, attempt, outcome, &result, next_delay.map(|ms| now + ms));
+        let entry = LogEntry::of_attempt(
+            (d.id, d.event_id, &d.event),
+            attempt,
+            outcome,
+            &result,
+            next_delay.map(|ms| now + ms),
+        );
         let store = &self.shared.store;
         if let Err(e) = store.append_log(self.webhook_id, &entry) {
             log::error!(
@@ -331,32 +324,6 @@ impl DeliveryActor {
                 self.webhook_id
             ),
         }
-    }
-}
-
-fn log_entry(
-    d: &QueuedDelivery,
-    attempt: u32,
-    outcome: Outcome,
-    r: &AttemptResult,
-    next: Option<u64>,
-) -> LogEntry {
-    LogEntry {
-        id: Uuid::now_v7(),
-        delivery_id: d.id,
-        event_id: d.event_id,
-        event: d.event.clone(),
-        attempt,
-        outcome,
-        status_code: r.status_code,
-        latency_ms: r.latency_ms,
-        response_body: r.response_body.clone(),
-        truncated: r.truncated,
-        error: r.error.clone(),
-        request_headers: r.request_headers.clone(),
-        attempted_at: r.attempted_at,
-        next_attempt_at: next,
-        simulation: false,
     }
 }
 

@@ -64,6 +64,35 @@ pub struct LogEntry {
     pub simulation: bool,
 }
 
+impl LogEntry {
+    /// The entry for one attempt of (delivery id, event id, event type).
+    pub fn of_attempt(
+        (delivery_id, event_id, event): (Uuid, Uuid, &str),
+        attempt: u32,
+        outcome: Outcome,
+        r: &AttemptResult,
+        next_attempt_at: Option<u64>,
+    ) -> LogEntry {
+        LogEntry {
+            id: Uuid::now_v7(),
+            delivery_id,
+            event_id,
+            event: event.to_string(),
+            attempt,
+            outcome,
+            status_code: r.status_code,
+            latency_ms: r.latency_ms,
+            response_body: r.response_body.clone(),
+            truncated: r.truncated,
+            error: r.error.clone(),
+            request_headers: r.request_headers.clone(),
+            attempted_at: r.attempted_at,
+            next_attempt_at,
+            simulation: false,
+        }
+    }
+}
+
 /// What one HTTP attempt came to, before it is judged.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {

@@ -8,6 +8,7 @@ mod deliveries;
 mod events;
 mod health;
 mod organisations;
+pub mod simulations;
 mod webhooks;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     pub admin_key_hash: [u8; 32],
     pub client: ClientSettings,
+    pub simulations: simulations::SimulationSlots,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -49,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(webhooks::routes)
                 .configure(deliveries::routes)
                 .configure(events::routes)
+                .configure(simulations::routes)
                 .route("/event-types", web::get().to(webhooks::event_types)),
         )
         .default_service(web::to(|| async {

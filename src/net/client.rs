@@ -21,6 +21,8 @@ use crate::clock;
 use crate::domain::delivery::{
     parse_retry_after, truncate_body, AttemptError, AttemptResult, ErrorKind,
 };
+use crate::domain::webhook::Webhook;
+use crate::signing::{delivery_headers, SignInput};
 
 /// How outbound requests behave; from the `delivery` config section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,8 +97,28 @@ fn build_client(settings: ClientSettings) -> awc::Client {
         .finish()
 }
 
-/// Sends one signed POST and reports what came of it. Never fails: every
-/// problem is an `AttemptResult` with an error kind.
+/// Signs `body` for `webhook` as of now and sends it: the one path every
+/// live delivery, retry, redelivery and simulation takes.
+pub async fn deliver(
+    settings: ClientSettings,
+    webhook: &Webhook,
+    delivery_id: uuid::Uuid,
+    event: &str,
+    body: Bytes,
+) -> AttemptResult {
+    let headers = delivery_headers(&SignInput {
+        scheme: webhook.signature_scheme,
+        secret: &webhook.secret,
+        delivery_id: &delivery_id.to_string(),
+        event,
+        timestamp_ms: clock::now_ms(),
+        body: &body,
+    });
+    send(settings, &webhook.url, headers, body).await
+}
+
+/// Sends one POST and reports what came of it. Never fails: every problem
+/// is an `AttemptResult` with an error kind.
 pub async fn send(
     settings: ClientSettings,
     url: &str,

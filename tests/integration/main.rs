@@ -9,5 +9,6 @@ mod ingest;
 mod interop;
 mod malformed;
 mod process;
+mod simulations;
 mod tenancy;
 mod webhooks;

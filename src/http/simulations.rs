@@ -1,0 +1,202 @@
+//! `/v1/webhooks/{id}/simulations` (SPEC §7): preview the payload of a
+//! test event, and send one signed test event now through the same
+//! signing and SSRF-guarded client as live deliveries. Simulations are
+//! logged with `simulation: true`, never retried, never counted towards
+//! failure_count, and work on inactive webhooks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::body::{parse_json, read_body, require_json};
+use super::deliveries::headers_object;
+use super::webhooks::visible_webhook;
+use super::AppState;
+use crate::canonical::{canonicalize_value, CanonicalError};
+use crate::clock::now_ms;
+use crate::domain::delivery::{LogEntry, Outcome};
+use crate::domain::organisation::Caller;
+use crate::domain::webhook::Webhook;
+use crate::error::ApiError;
+use crate::net::client;
+use crate::simulation;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/webhooks/{id}/simulations/preview").get(preview))
+        .service(web::resource("/webhooks/{id}/simulations").post(send));
+}
+
+/// Simulations in flight per webhook, bounded by `delivery.max_in_flight`
+/// so a user cannot flood an endpoint through the test button.
+#[derive(Default)]
+pub struct SimulationSlots(Mutex<HashMap<Uuid, usize>>);
+
+/// One taken slot; gives it back when dropped.
+struct Slot<'a> {
+    slots: &'a SimulationSlots,
+    webhook: Uuid,
+}
+
+impl SimulationSlots {
+    fn take(&self, webhook: Uuid, limit: usize) -> Option<Slot<'_>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(webhook).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            slots: self,
+            webhook,
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.webhook) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.webhook);
+            }
+        }
+    }
+}
+
+fn not_registered() -> ApiError {
+    ApiError::bad_request("event_not_registered", "Event type not registered").with_field("event")
+}
+
+/// The webhook subscribes to `event` ("*" takes every catalog event).
+fn check_subscribed(state: &AppState, w: &Webhook, event: &str) -> Result<(), ApiError> {
+    let known = state.catalog.contains(event) || w.events.iter().any(|e| e == event);
+    if known && w.subscribes_to(event) {
+        Ok(())
+    } else {
+        Err(not_registered())
+    }
+}
+
+/// The caller's own organisation, or the webhook owner's for the admin.
+fn sample_for(caller: &Caller, w: &Webhook, event: &str) -> Value {
+    let org = caller.org_id().unwrap_or(w.organisation_id);
+    simulation::sample(event, org, now_ms())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewQuery {
+    event: String,
+}
+
+async fn preview(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<PreviewQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let w = visible_webhook(&state, &caller, &path)?;
+    check_subscribed(&state, &w, &query.event)?;
+    Ok(HttpResponse::Ok().json(sample_for(&caller, &w, &query.event)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulationIn {
+    event: String,
+    payload: Option<Value>,
+}
+
+/// A caller's edited payload, normalised like an ingested event.
+fn edited_payload(event: &str, payload: Value) -> Result<Value, ApiError> {
+    let invalid = |m: &str| ApiError::validation("payload", m.to_string());
+    let obj = payload
+        .as_object()
+        .ok_or_else(|| invalid("payload must be a JSON object"))?;
+    if obj.get("simulation") != Some(&Value::Bool(true)) {
+        return Err(invalid("payload must carry \"simulation\": true"));
+    }
+    if obj
+        .get("event")
+        .and_then(Value::as_str)
+        .is_some_and(|e| e != event)
+    {
+        return Err(invalid("payload.event must match the simulated event"));
+    }
+    canonicalize_value(payload)
+        .map(|c| c.value)
+        .map_err(|e| match e {
+            CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
+            other => ApiError::unprocessable("unrepresentable_number", other.to_string())
+                .with_field("payload"),
+        })
+}
+
+async fn send(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let raw = read_body(
+        &req,
+        payload.into_inner(),
+        state.config.server.max_body_bytes,
+    )
+    .await?;
+    let input: SimulationIn = parse_json(&raw)?;
+    let w = visible_webhook(&state, &caller, &path)?;
+    check_subscribed(&state, &w, &input.event)?;
+    let body_value = match input.payload {
+        Some(p) => edited_payload(&input.event, p)?,
+        None => {
+            canonicalize_value(sample_for(&caller, &w, &input.event))
+                .map_err(ApiError::internal)?
+                .value
+        }
+    };
+    let _slot = state
+        .simulations
+        .take(w.id, state.config.delivery.max_in_flight)
+        .ok_or_else(|| ApiError::unavailable("service_unavailable", "Service unavailable"))?;
+    let body = Bytes::from(serde_json::to_vec(&body_value).map_err(ApiError::internal)?);
+    let delivery_id = Uuid::now_v7();
+    let result = client::deliver(state.client, &w, delivery_id, &input.event, body).await;
+    let ok = result.succeeded();
+    let outcome = if ok {
+        Outcome::Delivered
+    } else {
+        Outcome::Failed
+    };
+    let mut entry = LogEntry::of_attempt(
+        (delivery_id, delivery_id, &input.event),
+        1,
+        outcome,
+        &result,
+        None,
+    );
+    entry.simulation = true;
+    // The webhook may have been deleted while the request was out.
+    if state.store.webhook(w.id)?.is_some() {
+        state.store.append_log(w.id, &entry)?;
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "result": if ok { "delivered" } else { "failed" },
+        "http_status": result.status_code,
+        "latency_ms": result.latency_ms,
+        "request_headers": headers_object(&result.request_headers),
+        "payload": body_value,
+        "response_body": result.response_body,
+        "truncated": result.truncated,
+        "error": result.error,
+        "delivery_id": delivery_id,
+    })))
+}
