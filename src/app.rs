@@ -9,11 +9,13 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::broadcaster::{Broadcaster, FeedEvent};
 use crate::actors::registry::Registry;
 use crate::actors::DeliveryContext;
 use crate::config::{Config, ConfigError};
 use crate::domain::catalog::Catalog;
 use crate::domain::delivery::RetryPolicy;
+use crate::domain::organisation::Organisation;
 use crate::error::ApiError;
 use crate::http::{self, auth, AppState};
 use crate::net::client::ClientSettings;
@@ -38,6 +40,7 @@ pub struct Application {
     server: Server,
     store: Store,
     registry: Addr<Registry>,
+    broadcaster: Addr<Broadcaster>,
 }
 
 impl Application {
@@ -56,6 +59,12 @@ impl Application {
             config.workers(),
         )
         .start();
+        let broadcaster = Broadcaster::new(
+            config.feed.recent_per_type,
+            config.feed.pool_size,
+            feed_history(&store)?,
+        )
+        .start();
         Retention {
             store: store.clone(),
             days: config.retention.days,
@@ -69,6 +78,8 @@ impl Application {
             admin_key_hash,
             client,
             simulations: Default::default(),
+            broadcaster: broadcaster.clone(),
+            tickets: Default::default(),
         });
         let addr = config.bind_addr()?;
         let bind_err = |source| StartError::Bind {
@@ -97,6 +108,7 @@ impl Application {
             server,
             store,
             registry,
+            broadcaster,
         })
     }
 
@@ -115,6 +127,10 @@ impl Application {
 
     pub fn registry(&self) -> Addr<Registry> {
         self.registry.clone()
+    }
+
+    pub fn broadcaster(&self) -> Addr<Broadcaster> {
+        self.broadcaster.clone()
     }
 
     pub fn store(&self) -> Store {
@@ -147,6 +163,36 @@ impl actix::Handler<StopRegistry> for Registry {
         use actix::ActorContext;
         ctx.stop();
     }
+}
+
+/// How many stored events to read back for the feed's recent snapshot.
+const HISTORY_SCAN: usize = 2_000;
+
+/// The newest stored events as feed events, newest first, to refill the
+/// broadcaster's snapshot after a restart.
+fn feed_history(store: &Store) -> Result<Vec<FeedEvent>, StorageError> {
+    let mut orgs = std::collections::HashMap::new();
+    let mut org_of = |id| -> Result<Option<Organisation>, StorageError> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = orgs.entry(id) {
+            slot.insert(store.org(id)?);
+        }
+        Ok(orgs[&id].clone())
+    };
+    let named = |o: Organisation| (o.id, o.name);
+    let mut out = Vec::new();
+    for (e, body) in store.recent_events(HISTORY_SCAN)? {
+        let Some(org) = org_of(e.organisation_id)? else {
+            continue;
+        };
+        let reseller = org.reseller_id.map(&mut org_of).transpose()?.flatten();
+        out.push(FeedEvent::from_stored(
+            &e,
+            named(org),
+            reseller.map(named),
+            body.into(),
+        ));
+    }
+    Ok(out)
 }
 
 fn client_settings(config: &Config) -> ClientSettings {

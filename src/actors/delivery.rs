@@ -331,7 +331,6 @@ impl Actor for DeliveryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
         self.guarded(ctx, |act, ctx| {
             act.load();
             act.pump(ctx);

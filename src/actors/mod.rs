@@ -1,7 +1,9 @@
 //! The actors: the registry supervises one delivery actor per webhook;
-//! the broadcaster feeds WebSocket sessions.
+//! the broadcaster feeds the WebSocket feed sessions.
 
+pub mod broadcaster;
 pub mod delivery;
+pub mod feed_session;
 pub mod registry;
 
 use std::time::Duration;

@@ -94,8 +94,7 @@ impl Registry {
 impl Actor for Registry {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+    fn started(&mut self, _: &mut Context<Self>) {
         match self.shared.store.all_webhooks() {
             Ok(webhooks) => {
                 for w in webhooks {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::body::{read_body, require_json};
 use super::AppState;
+use crate::actors::broadcaster::{FeedEvent, Publish};
 use crate::actors::registry::Deliver;
 use crate::canonical::{canonicalize, CanonicalError};
 use crate::clock::now_ms;
@@ -75,6 +76,23 @@ fn subscribers(
     Ok(out)
 }
 
+/// Hands the durable event to the live feed.
+fn publish(state: &AppState, event: &StoredEvent, accepted: &Accepted) -> Result<(), ApiError> {
+    let org = &accepted.organisation;
+    let reseller = match org.reseller_id {
+        Some(id) => state.store.org(id)?.map(|r| (r.id, r.name)),
+        None => None,
+    };
+    let feed_event = FeedEvent::from_stored(
+        event,
+        (org.id, org.name.clone()),
+        reseller,
+        accepted.body.clone(),
+    );
+    state.broadcaster.do_send(Publish { event: feed_event });
+    Ok(())
+}
+
 async fn ingest(
     state: web::Data<AppState>,
     caller: Caller,
@@ -122,5 +140,6 @@ async fn ingest(
             body: accepted.body.clone(),
         });
     }
+    publish(&state, &event, &accepted)?;
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "deliveries": count })))
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 mod deliveries;
 mod events;
+pub mod feed;
 mod health;
 mod organisations;
 pub mod simulations;
@@ -22,6 +23,7 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
+use crate::actors::broadcaster::Broadcaster;
 use crate::actors::registry::Registry;
 use crate::config::Config;
 use crate::domain::catalog::Catalog;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub admin_key_hash: [u8; 32],
     pub client: ClientSettings,
     pub simulations: simulations::SimulationSlots,
+    pub broadcaster: Addr<Broadcaster>,
+    pub tickets: feed::Tickets,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -52,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(deliveries::routes)
                 .configure(events::routes)
                 .configure(simulations::routes)
+                .configure(feed::routes)
                 .route("/event-types", web::get().to(webhooks::event_types)),
         )
         .default_service(web::to(|| async {

@@ -5,6 +5,7 @@ mod support;
 
 mod crash;
 mod delivery;
+mod feed;
 mod ingest;
 mod interop;
 mod malformed;

@@ -16,6 +16,7 @@ pub struct TestServer {
     pub base: String,
     pub app_store: hookrelay::storage::Store,
     pub registry: actix::Addr<hookrelay::actors::registry::Registry>,
+    pub broadcaster: actix::Addr<hookrelay::actors::broadcaster::Broadcaster>,
     pub _dir: Arc<tempfile::TempDir>,
 }
 
@@ -45,10 +46,18 @@ impl TestServer {
             base: format!("http://127.0.0.1:{}", app.port()),
             app_store: app.store(),
             registry: app.registry(),
+            broadcaster: app.broadcaster(),
             _dir: dir,
         };
         actix_web::rt::spawn(app.run_until_stopped());
         server
+    }
+
+    pub async fn app_broadcaster_stats(&self) -> hookrelay::actors::broadcaster::FeedStats {
+        self.broadcaster
+            .send(hookrelay::actors::broadcaster::Stats)
+            .await
+            .unwrap()
     }
 
     /// Sends a request and returns the status and the JSON body (or Null).

@@ -1,0 +1,390 @@
+//! The broadcaster feeds the live WebSocket sessions (SPEC §8). Each event
+//! is serialised once; sessions get it through their bounded mailboxes
+//! with `try_send`, so a stalled session never slows the broadcaster or
+//! anyone else. It also keeps the recent events for the `hello` snapshot.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::organisation::Caller;
+
+/// A session that stays full this long is evicted.
+const EVICT_AFTER: Duration = Duration::from_secs(5);
+/// Payloads larger than this are left out of the `hello` snapshot (they
+/// are still sent live) so the recent store stays small.
+const RECENT_PAYLOAD_LIMIT: usize = 256 * 1024;
+
+/// An ingested event as the feed shows it.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    pub id: Uuid,
+    pub event: String,
+    pub received_at: u64,
+    pub organisation: (Uuid, String),
+    pub reseller: Option<(Uuid, String)>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    /// The canonical body, embedded as is.
+    pub payload: actix_web::web::Bytes,
+}
+
+impl FeedEvent {
+    pub fn from_stored(
+        e: &crate::storage::StoredEvent,
+        organisation: (Uuid, String),
+        reseller: Option<(Uuid, String)>,
+        payload: actix_web::web::Bytes,
+    ) -> FeedEvent {
+        FeedEvent {
+            id: e.id,
+            event: e.event.clone(),
+            received_at: e.received_at,
+            organisation,
+            reseller,
+            user_id: e.user_id.clone(),
+            team_id: e.team_id.clone(),
+            payload,
+        }
+    }
+
+    /// The `{"type":"event",...}` frame; the payload is spliced in without
+    /// re-encoding it.
+    pub fn frame(&self, with_payload: bool) -> String {
+        let named = |(id, name): &(Uuid, String)| json!({"id": id, "name": name});
+        let head = json!({
+            "type": "event",
+            "id": self.id,
+            "event": self.event,
+            "received_at": crate::clock::iso(self.received_at),
+            "organisation": named(&self.organisation),
+            "reseller": self.reseller.as_ref().map(named),
+            "user_id": self.user_id,
+            "team_id": self.team_id,
+        })
+        .to_string();
+        let payload = if with_payload {
+            String::from_utf8_lossy(&self.payload).into_owned()
+        } else {
+            "null".into()
+        };
+        format!("{},\"payload\":{payload}}}", &head[..head.len() - 1])
+    }
+
+    fn visible_to(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::Admin => true,
+            Caller::Org(me) => {
+                self.organisation.0 == me.id || self.reseller.as_ref().is_some_and(|r| r.0 == me.id)
+            }
+        }
+    }
+}
+
+/// A text frame for one session.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Frame {
+    /// The JSON text, shared by every session it goes to.
+    pub text: Arc<str>,
+}
+
+/// A new session; answers with its id and the `hello` frame.
+#[derive(Message)]
+#[rtype(result = "(usize, String)")]
+pub struct Connect {
+    /// Where frames go; its mailbox capacity is the session's buffer.
+    pub recipient: Recipient<Frame>,
+    /// Who is watching.
+    pub caller: Caller,
+    /// The event types the caller's webhooks subscribe to.
+    pub event_types: Vec<String>,
+    /// Set by the broadcaster when it gives up on the session.
+    pub evicted: Arc<AtomicBool>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    /// The id `Connect` returned.
+    pub id: usize,
+}
+
+/// Narrow a session to these event types.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// The session.
+    pub id: usize,
+    /// Event type names to receive.
+    pub events: Vec<String>,
+}
+
+/// Fan an ingested (durable) event out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The event.
+    pub event: FeedEvent,
+}
+
+/// Sessions connected and events dropped for lag, for tests and metrics.
+#[derive(Message)]
+#[rtype(result = "FeedStats")]
+pub struct Stats;
+
+#[derive(Debug, Clone, Copy, Default, MessageResponse)]
+pub struct FeedStats {
+    pub sessions: usize,
+    pub dropped: u64,
+    pub evicted: u64,
+}
+
+struct Session {
+    recipient: Recipient<Frame>,
+    caller: Caller,
+    only: Option<HashSet<String>>,
+    dropped: u64,
+    full_since: Option<Instant>,
+    evicted: Arc<AtomicBool>,
+}
+
+pub struct Broadcaster {
+    sessions: HashMap<usize, Session>,
+    next_id: usize,
+    /// Per organisation, per event type, the newest events first.
+    recent: HashMap<Uuid, HashMap<String, VecDeque<Arc<FeedEvent>>>>,
+    recent_per_type: usize,
+    pool_size: usize,
+    stats: FeedStats,
+}
+
+impl Broadcaster {
+    pub fn new(recent_per_type: usize, pool_size: usize, history: Vec<FeedEvent>) -> Self {
+        let mut b = Broadcaster {
+            sessions: HashMap::new(),
+            next_id: 0,
+            recent: HashMap::new(),
+            recent_per_type,
+            pool_size,
+            stats: FeedStats::default(),
+        };
+        // History comes newest first; remember it oldest first.
+        for e in history.into_iter().rev() {
+            b.remember(Arc::new(e));
+        }
+        b
+    }
+
+    fn remember(&mut self, e: Arc<FeedEvent>) {
+        let list = self
+            .recent
+            .entry(e.organisation.0)
+            .or_default()
+            .entry(e.event.clone())
+            .or_default();
+        list.push_front(e);
+        list.truncate(self.recent_per_type);
+    }
+
+    /// The newest visible events: at most `recent_per_type` per type and
+    /// `pool_size` in all, newest first.
+    fn snapshot(&self, caller: &Caller) -> Vec<Arc<FeedEvent>> {
+        let mut all: Vec<Arc<FeedEvent>> = self
+            .recent
+            .values()
+            .flat_map(|types| types.values().flatten())
+            .filter(|e| e.visible_to(caller))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(b.id.cmp(&a.id)));
+        let mut per_type: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for e in &all {
+            let n = per_type.entry(e.event.as_str()).or_default();
+            if *n < self.recent_per_type && out.len() < self.pool_size {
+                *n += 1;
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    fn hello(&self, caller: &Caller, event_types: &[String]) -> String {
+        let recent: Vec<String> = self
+            .snapshot(caller)
+            .iter()
+            .map(|e| e.frame(e.payload.len() <= RECENT_PAYLOAD_LIMIT))
+            .collect();
+        format!(
+            "{{\"type\":\"hello\",\"event_types\":{},\"recent\":[{}]}}",
+            serde_json::to_string(event_types).unwrap_or_else(|_| "[]".into()),
+            recent.join(",")
+        )
+    }
+
+    /// Delivers `frame` to one session; false when the session must go.
+    fn offer(session: &mut Session, frame: &Arc<str>, stats: &mut FeedStats) -> bool {
+        if session.dropped > 0 {
+            let lagged: Arc<str> =
+                format!("{{\"type\":\"lagged\",\"dropped\":{}}}", session.dropped).into();
+            match session.recipient.try_send(Frame { text: lagged }) {
+                Ok(()) => {
+                    session.dropped = 0;
+                    session.full_since = None;
+                }
+                Err(SendError::Closed(_)) => return false,
+                Err(SendError::Full(_)) => {}
+            }
+        }
+        if session.dropped == 0 {
+            match session.recipient.try_send(Frame {
+                text: frame.clone(),
+            }) {
+                Ok(()) => return true,
+                Err(SendError::Closed(_)) => return false,
+                Err(SendError::Full(_)) => {}
+            }
+        }
+        session.dropped += 1;
+        stats.dropped += 1;
+        let since = *session.full_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= EVICT_AFTER {
+            session.evicted.store(true, Ordering::SeqCst);
+            stats.evicted += 1;
+            return false;
+        }
+        true
+    }
+}
+
+impl Actor for Broadcaster {
+    type Context = Context<Self>;
+}
+
+impl Handler<Connect> for Broadcaster {
+    type Result = MessageResult<Connect>;
+
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
+        let id = self.next_id;
+        self.next_id += 1;
+        let hello = self.hello(&msg.caller, &msg.event_types);
+        self.sessions.insert(
+            id,
+            Session {
+                recipient: msg.recipient,
+                caller: msg.caller,
+                only: None,
+                dropped: 0,
+                full_since: None,
+                evicted: msg.evicted,
+            },
+        );
+        MessageResult((id, hello))
+    }
+}
+
+impl Handler<Disconnect> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+        self.sessions.remove(&msg.id);
+    }
+}
+
+impl Handler<Subscribe> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        if let Some(s) = self.sessions.get_mut(&msg.id) {
+            s.only = Some(msg.events.into_iter().collect());
+        }
+    }
+}
+
+impl Handler<Publish> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
+        let event = Arc::new(msg.event);
+        let frame: Arc<str> = event.frame(true).into();
+        let stats = &mut self.stats;
+        self.sessions.retain(|_, s| {
+            let wanted = event.visible_to(&s.caller)
+                && s.only.as_ref().is_none_or(|o| o.contains(&event.event));
+            !wanted || Self::offer(s, &frame, stats)
+        });
+        self.remember(event);
+    }
+}
+
+impl Handler<Stats> for Broadcaster {
+    type Result = FeedStats;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> FeedStats {
+        FeedStats {
+            sessions: self.sessions.len(),
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(org: Uuid, kind: &str, at: u64) -> FeedEvent {
+        FeedEvent {
+            id: Uuid::now_v7(),
+            event: kind.into(),
+            received_at: at,
+            organisation: (org, "Acme \"Ltd\"".into()),
+            reseller: None,
+            user_id: Some("u".into()),
+            team_id: None,
+            payload: actix_web::web::Bytes::from_static(br#"{"a":[1,2]}"#),
+        }
+    }
+
+    #[test]
+    fn frame_is_json_with_the_payload_spliced_in() {
+        let e = event(Uuid::new_v4(), "x", 0);
+        let v: serde_json::Value = serde_json::from_str(&e.frame(true)).unwrap();
+        assert_eq!(v["payload"]["a"][1], 2);
+        assert_eq!(v["organisation"]["name"], "Acme \"Ltd\"");
+        assert_eq!(v["reseller"], serde_json::Value::Null);
+        let v: serde_json::Value = serde_json::from_str(&e.frame(false)).unwrap();
+        assert!(v["payload"].is_null());
+    }
+
+    #[test]
+    fn snapshot_caps_per_type_and_in_all() {
+        let org = Uuid::new_v4();
+        let mut history = Vec::new();
+        for i in 0..15u64 {
+            for kind in ["a", "b", "c", "d"] {
+                history.push(event(org, kind, i));
+            }
+        }
+        history.reverse(); // newest first, as the store gives it
+        let b = Broadcaster::new(10, 30, history);
+        let snap = b.snapshot(&Caller::Admin);
+        assert_eq!(snap.len(), 30);
+        assert!(snap
+            .windows(2)
+            .all(|w| w[0].received_at >= w[1].received_at));
+        let other = Caller::Org(crate::domain::organisation::Organisation {
+            id: Uuid::new_v4(),
+            name: "o".into(),
+            kind: crate::domain::organisation::OrgKind::Organisation,
+            reseller_id: None,
+            created_at: 0,
+        });
+        assert!(b.snapshot(&other).is_empty());
+    }
+}
