@@ -9,8 +9,8 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::broadcaster::{Broadcaster, FeedEvent};
-use crate::actors::registry::Registry;
+use crate::actors::broadcaster::{Broadcaster, CloseAll, FeedEvent};
+use crate::actors::registry::{DrainAll, Registry};
 use crate::actors::DeliveryContext;
 use crate::config::{Config, ConfigError};
 use crate::domain::catalog::Catalog;
@@ -18,6 +18,7 @@ use crate::domain::delivery::RetryPolicy;
 use crate::domain::organisation::Organisation;
 use crate::error::ApiError;
 use crate::http::{self, auth, AppState};
+use crate::metrics::Metrics;
 use crate::net::client::ClientSettings;
 use crate::retention::Retention;
 use crate::storage::{StorageError, Store};
@@ -41,6 +42,8 @@ pub struct Application {
     store: Store,
     registry: Addr<Registry>,
     broadcaster: Addr<Broadcaster>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
 }
 
 impl Application {
@@ -51,18 +54,22 @@ impl Application {
         // install (tests start several servers) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);
-        let store = Store::open(&config.storage.path)?;
+        let metrics = Arc::new(Metrics::new());
+        let flush_metric = metrics.flush_latency.clone();
+        let store = Store::open_observed(
+            &config.storage.path,
+            Arc::new(move |d| flush_metric.observe(d.as_secs_f64())),
+        )?;
         let admin_key_hash = bootstrap_admin_key(&config, &store)?;
         let client = client_settings(&config);
-        let registry = Registry::new(
-            Arc::new(delivery_context(&config, &store, client)),
-            config.workers(),
-        )
-        .start();
+        let delivery = delivery_context(&config, &store, client, metrics.clone());
+        let registry = Registry::new(Arc::new(delivery), config.workers()).start();
+        let history = feed_history(&store)?;
         let broadcaster = Broadcaster::new(
             config.feed.recent_per_type,
             config.feed.pool_size,
-            feed_history(&store)?,
+            history,
+            metrics.clone(),
         )
         .start();
         Retention {
@@ -80,6 +87,7 @@ impl Application {
             simulations: Default::default(),
             broadcaster: broadcaster.clone(),
             tickets: Default::default(),
+            metrics: metrics.clone(),
         });
         let addr = config.bind_addr()?;
         let bind_err = |source| StartError::Bind {
@@ -88,6 +96,7 @@ impl Application {
         };
         let listener = TcpListener::bind(addr).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
+        let grace = Duration::from_secs(config.server.shutdown_grace_s);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -96,10 +105,14 @@ impl Application {
                         .into()
                 }))
                 .wrap(http::json_errors())
+                .wrap(http::request_log::logger())
                 .configure(http::configure)
         })
         .workers(config.workers())
-        .shutdown_timeout(30)
+        // Signals are handled in `run_until_stopped`, which closes the
+        // feed and drains deliveries alongside the HTTP shutdown.
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs())
         .listen(listener)
         .map_err(bind_err)?
         .run();
@@ -109,6 +122,8 @@ impl Application {
             store,
             registry,
             broadcaster,
+            metrics,
+            grace,
         })
     }
 
@@ -133,21 +148,64 @@ impl Application {
         self.broadcaster.clone()
     }
 
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     pub fn store(&self) -> Store {
         self.store.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM or `handle().stop()`, then stops the
-    /// delivery actors and flushes the store.
+    /// Serves until SIGINT/SIGTERM (or `handle().stop()`), then shuts down
+    /// within the grace period: feed sessions get a going-away close, HTTP
+    /// requests in progress finish, delivery attempts in flight finish and
+    /// nothing new starts (queued deliveries stay in sled for the next
+    /// start), and the store is flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        // Stopping the registry stops every delivery actor; what they had in
-        // flight stays in their sled queues and is sent after a restart.
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let signal = shutdown_signal();
+        futures_util::pin_mut!(signal);
+        let served = match futures_util::future::select(&mut server, signal).await {
+            futures_util::future::Either::Left((served, _)) => served,
+            futures_util::future::Either::Right((signal, _)) => {
+                log::info!(
+                    "{signal} received: shutting down within {} s",
+                    self.grace.as_secs()
+                );
+                self.broadcaster.do_send(CloseAll);
+                let drained =
+                    actix_web::rt::time::timeout(self.grace, self.registry.send(DrainAll));
+                let (_, drained) = futures_util::join!(handle.stop(true), drained);
+                if drained.is_err() {
+                    log::warn!(
+                        "delivery attempts still in flight after the grace period will be retried"
+                    );
+                }
+                server.await
+            }
+        };
         self.registry.do_send(StopRegistry);
         if let Err(e) = self.store.flush().await {
             log::error!("final flush failed: {e}");
         }
-        result
+        served.unwrap_or(Ok(()))
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        log::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
@@ -203,7 +261,12 @@ fn client_settings(config: &Config) -> ClientSettings {
     }
 }
 
-fn delivery_context(config: &Config, store: &Store, client: ClientSettings) -> DeliveryContext {
+fn delivery_context(
+    config: &Config,
+    store: &Store,
+    client: ClientSettings,
+    metrics: Arc<Metrics>,
+) -> DeliveryContext {
     DeliveryContext {
         store: store.clone(),
         policy: RetryPolicy {
@@ -213,6 +276,7 @@ fn delivery_context(config: &Config, store: &Store, client: ClientSettings) -> D
         client,
         max_in_flight: config.delivery.max_in_flight,
         disable_after: Duration::from_secs_f64(config.delivery.disable_after_hours * 3600.0),
+        metrics,
     }
 }
 

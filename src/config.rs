@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// 0 means one worker per core.
     pub workers: usize,
     pub max_body_bytes: usize,
+    /// Serve /metrics without the admin key.
+    pub metrics_public: bool,
+    /// Seconds a SIGINT/SIGTERM shutdown waits for in-flight work.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +42,8 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             max_body_bytes: 52_428_800,
+            metrics_public: false,
+            shutdown_grace_s: 10,
         }
     }
 }
@@ -197,6 +203,17 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The effective configuration as TOML, the admin key masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.auth.admin_key.is_some() {
+            shown.auth.admin_key = Some("********".into());
+        }
+        shown.event_types = self.event_types();
+        toml::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {

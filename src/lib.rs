@@ -15,6 +15,7 @@
 //! - `http`: the API, one file per resource.
 //! - `simulation`: sample payloads of every catalog event (SPEC §7).
 //! - `retention`: the background purge of old events and log entries.
+//! - `metrics`: the Prometheus metrics behind `GET /metrics`.
 //! - `clock`: Unix ms and ISO 8601 times.
 
 pub mod actors;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod retention;
 pub mod signing;

@@ -15,6 +15,10 @@ struct Args {
     /// Configuration file (default: ./config.toml when present).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+
+    /// Validate the configuration, print it (secrets masked) and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config).await?;
         log::info!(

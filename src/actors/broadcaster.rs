@@ -13,6 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::organisation::Caller;
+use crate::metrics::Metrics;
 
 /// A session that stays full this long is evicted.
 const EVICT_AFTER: Duration = Duration::from_secs(5);
@@ -106,7 +107,19 @@ pub struct Connect {
     pub event_types: Vec<String>,
     /// Set by the broadcaster when it gives up on the session.
     pub evicted: Arc<AtomicBool>,
+    /// Closes the session at shutdown.
+    pub closer: Recipient<GoingAway>,
 }
+
+/// The server is stopping: close with a going-away frame.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GoingAway;
+
+/// Closes every session (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -152,6 +165,7 @@ struct Session {
     dropped: u64,
     full_since: Option<Instant>,
     evicted: Arc<AtomicBool>,
+    closer: Recipient<GoingAway>,
 }
 
 pub struct Broadcaster {
@@ -162,10 +176,16 @@ pub struct Broadcaster {
     recent_per_type: usize,
     pool_size: usize,
     stats: FeedStats,
+    metrics: Arc<Metrics>,
 }
 
 impl Broadcaster {
-    pub fn new(recent_per_type: usize, pool_size: usize, history: Vec<FeedEvent>) -> Self {
+    pub fn new(
+        recent_per_type: usize,
+        pool_size: usize,
+        history: Vec<FeedEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut b = Broadcaster {
             sessions: HashMap::new(),
             next_id: 0,
@@ -173,6 +193,7 @@ impl Broadcaster {
             recent_per_type,
             pool_size,
             stats: FeedStats::default(),
+            metrics,
         };
         // History comes newest first; remember it oldest first.
         for e in history.into_iter().rev() {
@@ -283,8 +304,10 @@ impl Handler<Connect> for Broadcaster {
                 dropped: 0,
                 full_since: None,
                 evicted: msg.evicted,
+                closer: msg.closer,
             },
         );
+        self.metrics.feed_sessions.set(self.sessions.len() as i64);
         MessageResult((id, hello))
     }
 }
@@ -294,6 +317,7 @@ impl Handler<Disconnect> for Broadcaster {
 
     fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
         self.sessions.remove(&msg.id);
+        self.metrics.feed_sessions.set(self.sessions.len() as i64);
     }
 }
 
@@ -313,13 +337,29 @@ impl Handler<Publish> for Broadcaster {
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         let event = Arc::new(msg.event);
         let frame: Arc<str> = event.frame(true).into();
+        let dropped_before = self.stats.dropped;
         let stats = &mut self.stats;
         self.sessions.retain(|_, s| {
             let wanted = event.visible_to(&s.caller)
                 && s.only.as_ref().is_none_or(|o| o.contains(&event.event));
             !wanted || Self::offer(s, &frame, stats)
         });
+        self.metrics
+            .feed_dropped
+            .inc_by(self.stats.dropped - dropped_before);
+        self.metrics.feed_sessions.set(self.sessions.len() as i64);
         self.remember(event);
+    }
+}
+
+impl Handler<CloseAll> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
+        for (_, s) in self.sessions.drain() {
+            s.closer.do_send(GoingAway);
+        }
+        self.metrics.feed_sessions.set(0);
     }
 }
 
@@ -372,7 +412,7 @@ mod tests {
             }
         }
         history.reverse(); // newest first, as the store gives it
-        let b = Broadcaster::new(10, 30, history);
+        let b = Broadcaster::new(10, 30, history, Arc::new(Metrics::new()));
         let snap = b.snapshot(&Caller::Admin);
         assert_eq!(snap.len(), 30);
         assert!(snap

@@ -21,6 +21,7 @@ use super::DeliveryContext;
 use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::webhook::{Webhook, WebhookStatus};
+use crate::metrics::Metrics;
 use crate::net::client;
 
 /// Bodies kept in memory per actor for deliveries about to be sent; the
@@ -39,6 +40,8 @@ pub struct DeliveryActor {
     bodies: HashMap<Uuid, Bytes>,
     /// The pending wake-up for the next due delivery.
     timer: Option<(u64, SpawnHandle)>,
+    /// Set at shutdown: send nothing new, answer these once idle.
+    draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// A new delivery for this webhook, already durable in sled.
@@ -86,6 +89,7 @@ impl DeliveryActor {
             in_flight: HashSet::new(),
             bodies: HashMap::new(),
             timer: None,
+            draining: None,
         }
     }
 
@@ -144,6 +148,10 @@ impl DeliveryActor {
     /// Sends whatever is due, within the concurrency limit, and sets a
     /// timer for the next delivery that is not due yet.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.report_depth();
+        if self.draining.is_some() {
+            return self.finish_drain();
+        }
         let Some(webhook) = self.webhook.clone().filter(Webhook::is_deliverable) else {
             return;
         };
@@ -213,6 +221,27 @@ impl DeliveryActor {
         }));
     }
 
+    fn count_attempt(&self, outcome: Outcome, result: &AttemptResult) {
+        let m = &self.shared.metrics;
+        let label = match outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Pending => "pending",
+            Outcome::Failed => "failed",
+        };
+        m.deliveries
+            .with_label_values(&[label, Metrics::status_class(result.status_code)])
+            .inc();
+        m.attempt_latency.observe(result.latency_ms as f64 / 1000.0);
+        if outcome == Outcome::Pending {
+            m.retries_scheduled.inc();
+        }
+    }
+
+    fn report_depth(&self) {
+        let depth = self.queue.len() + self.in_flight.len();
+        self.shared.metrics.set_queue_depth(self.webhook_id, depth);
+    }
+
     /// Ends a delivery that can never be sent.
     fn give_up(&mut self, d: QueuedDelivery, why: &str) {
         log::warn!(
@@ -247,6 +276,7 @@ impl DeliveryActor {
             (false, Some(_)) => Outcome::Pending,
             (false, None) => Outcome::Failed,
         };
+        self.count_attempt(outcome, &result);
         let entry = LogEntry::of_attempt(
             (d.id, d.event_id, &d.event),
             attempt,
@@ -315,6 +345,7 @@ impl DeliveryActor {
                     && self.webhook.as_ref().is_some_and(|o| o.status != w.status)
                 {
                     log::warn!("webhook {} disabled after sustained failure", w.id);
+                    self.shared.metrics.webhooks_disabled.inc();
                 }
                 self.webhook = Some(w);
             }
@@ -375,6 +406,38 @@ impl Handler<WebhookChanged> for DeliveryActor {
             act.webhook = Some(msg.webhook);
             act.pump(ctx);
         });
+    }
+}
+
+/// Shutdown: finish what is in flight, start nothing new; answers once
+/// nothing is in flight. Queued deliveries stay in sled for the restart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl DeliveryActor {
+    fn finish_drain(&mut self) {
+        if self.in_flight.is_empty() {
+            for waiter in self.draining.iter_mut().flat_map(std::mem::take) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+impl Handler<Drain> for DeliveryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.draining.get_or_insert_with(Vec::new).push(tx);
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.finish_drain();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Deserialize;
 
-use super::broadcaster::{Broadcaster, Connect, Disconnect, Frame, Subscribe};
+use super::broadcaster::{Broadcaster, Connect, Disconnect, Frame, GoingAway, Subscribe};
 use crate::domain::organisation::Caller;
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -115,6 +115,7 @@ impl Actor for FeedSession {
             caller: self.caller.clone(),
             event_types: self.event_types.clone(),
             evicted: self.evicted.clone(),
+            closer: ctx.address().recipient(),
         };
         // NB: `wait` holds back the mailbox until hello is written, so no
         // event frame can precede it.
@@ -154,11 +155,6 @@ impl Handler<Frame> for FeedSession {
         ctx.text(&*msg.text);
     }
 }
-
-/// Server-initiated close, e.g. at shutdown.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GoingAway;
 
 impl Handler<GoingAway> for FeedSession {
     type Result = ();

@@ -8,7 +8,10 @@ pub mod registry;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::domain::delivery::RetryPolicy;
+use crate::metrics::Metrics;
 use crate::net::client::ClientSettings;
 use crate::storage::Store;
 
@@ -19,4 +22,5 @@ pub struct DeliveryContext {
     pub client: ClientSettings,
     pub max_in_flight: usize,
     pub disable_after: Duration,
+    pub metrics: Arc<Metrics>,
 }

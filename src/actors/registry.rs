@@ -58,6 +58,12 @@ pub struct CrashActor {
     pub webhook_id: Uuid,
 }
 
+/// Shutdown: every actor finishes its in-flight attempts and starts no
+/// new ones; answers when all are idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainAll;
+
 /// How many webhook actors are running.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -192,5 +198,20 @@ impl Handler<ActorCount> for Registry {
 
     fn handle(&mut self, _: ActorCount, _: &mut Context<Self>) -> usize {
         self.actors.len()
+    }
+}
+
+impl Handler<DrainAll> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: DrainAll, _: &mut Context<Self>) -> Self::Result {
+        let drains: Vec<_> = self
+            .actors
+            .values()
+            .map(|a| a.send(delivery::Drain))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(drains).await;
+        })
     }
 }

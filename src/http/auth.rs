@@ -3,9 +3,10 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 
+use super::request_log::CallerTag;
 use super::AppState;
 use crate::domain::organisation::Caller;
 use crate::error::ApiError;
@@ -39,13 +40,16 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let key = bearer(req)
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <api key>"))?;
     let hash = hash_key(key);
-    if hash == state.admin_key_hash {
-        return Ok(Caller::Admin);
-    }
-    match state.store.org_by_key_hash(&hash)? {
-        Some(org) => Ok(Caller::Org(org)),
-        None => Err(ApiError::unauthorized("the API key is not valid")),
-    }
+    let caller = if hash == state.admin_key_hash {
+        Caller::Admin
+    } else {
+        match state.store.org_by_key_hash(&hash)? {
+            Some(org) => Caller::Org(org),
+            None => return Err(ApiError::unauthorized("the API key is not valid")),
+        }
+    };
+    req.extensions_mut().insert(CallerTag(caller.org_id()));
+    Ok(caller)
 }
 
 impl FromRequest for Caller {

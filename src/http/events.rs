@@ -140,6 +140,11 @@ async fn ingest(
             body: accepted.body.clone(),
         });
     }
+    state
+        .metrics
+        .events_ingested
+        .with_label_values(&[&event.event])
+        .inc();
     publish(&state, &event, &accepted)?;
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "deliveries": count })))
 }

@@ -8,7 +8,9 @@ mod deliveries;
 mod events;
 pub mod feed;
 mod health;
+mod metrics;
 mod organisations;
+pub mod request_log;
 pub mod simulations;
 mod webhooks;
 
@@ -45,10 +47,12 @@ pub struct AppState {
     pub simulations: simulations::SimulationSlots,
     pub broadcaster: Addr<Broadcaster>,
     pub tickets: feed::Tickets,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/metrics", web::get().to(metrics::metrics))
         .service(
             web::scope("/v1")
                 .configure(organisations::routes)

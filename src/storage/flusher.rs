@@ -15,7 +15,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// The thread ends when the store (and so `tx`) is dropped.
-    pub fn start(db: sled::Db) -> GroupCommit {
+    pub fn start(db: sled::Db, observer: super::FlushObserver) -> GroupCommit {
         let (tx, rx) = mpsc::channel::<Waiter>();
         std::thread::Builder::new()
             .name("hookrelay-flush".into())
@@ -25,7 +25,9 @@ impl GroupCommit {
                     // the flush that starts after draining covers them all.
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    observer(started.elapsed());
                     for w in batch {
                         let _ = w.send(result.clone());
                     }

@@ -75,8 +75,16 @@ struct Inner {
     flusher: flusher::GroupCommit,
 }
 
+/// Told how long each group-commit flush took (for metrics).
+pub type FlushObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
+        Self::open_observed(path, Arc::new(|_| {}))
+    }
+
+    /// Opens the store, reporting every flush's duration to `observer`.
+    pub fn open_observed(path: &Path, observer: FlushObserver) -> Result<Store> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
@@ -92,7 +100,7 @@ impl Store {
             events: tree("events")?,
             queue: tree("queue")?,
             log: tree("log")?,
-            flusher: flusher::GroupCommit::start(db.clone()),
+            flusher: flusher::GroupCommit::start(db.clone(), observer),
             db,
         };
         Ok(Store {

@@ -112,7 +112,7 @@ impl FeedClient {
     }
 
     /// The close reason the server sends next.
-    async fn closed_with(&mut self) -> String {
+    pub async fn closed_with(&mut self) -> String {
         loop {
             match self.frame(Duration::from_secs(10)).await {
                 Some(Err(reason)) => return reason,

@@ -9,6 +9,7 @@ mod feed;
 mod ingest;
 mod interop;
 mod malformed;
+mod operability;
 mod process;
 mod simulations;
 mod tenancy;

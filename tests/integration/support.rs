@@ -359,6 +359,11 @@ impl ChildServer {
         self.child.id()
     }
 
+    /// Waits for the process to exit by itself (after a signal sent elsewhere).
+    pub fn terminate_wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         std::process::Command::new("kill")

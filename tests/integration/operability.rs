@@ -1,0 +1,257 @@
+//! Operating hookrelay: metrics, the request log, the command line, and
+//! graceful shutdown under load.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::feed::FeedClient;
+use crate::support::{
+    desktop_event, eventually, log_of, ChildServer, Receiver, TestServer, ADMIN_KEY,
+};
+
+#[actix_web::test]
+async fn metrics_need_the_admin_key_and_count_what_happened() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.fail_first(1);
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    s.ingest(&key, &desktop_event("desktop.app_tracking.captured", &org))
+        .await;
+    eventually(
+        "the retry to succeed",
+        Duration::from_secs(20),
+        async || {
+            let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+            log.iter()
+                .any(|e| e["outcome"] == "delivered")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(s.raw("GET", "/metrics", None, None, None).await.0, 401);
+    assert_eq!(
+        s.raw("GET", "/metrics", Some(&key), None, None).await.0,
+        404
+    );
+    let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
+    for line in [
+        "hookrelay_events_ingested_total{event=\"desktop.app_tracking.captured\"} 1",
+        "hookrelay_delivery_attempts_total{outcome=\"pending\",status_class=\"5xx\"} 1",
+        "hookrelay_delivery_attempts_total{outcome=\"delivered\",status_class=\"2xx\"} 1",
+        "hookrelay_retries_scheduled_total 1",
+        "hookrelay_attempt_duration_seconds_count 2",
+        "hookrelay_queue_depth_total 0",
+        "hookrelay_feed_sessions 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(text.contains("hookrelay_storage_bytes "));
+    assert!(text.contains("hookrelay_storage_flush_duration_seconds_count "));
+
+    let public = TestServer::start_with(|c| c.server.metrics_public = true).await;
+    assert!(metrics_text(&public.base, None)
+        .await
+        .contains("hookrelay_feed_events_dropped_total 0"));
+}
+
+async fn metrics_text(base: &str, key: Option<&str>) -> String {
+    let mut req = awc::Client::default().get(format!("{base}/metrics"));
+    if let Some(k) = key {
+        req = req.insert_header(("authorization", format!("Bearer {k}")));
+    }
+    let mut resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
+}
+
+#[actix_web::test]
+async fn the_request_log_names_requests_but_never_keys_secrets_or_tickets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)]);
+    let api = server.client();
+    let (_, org) = api
+        .call(
+            "POST",
+            "/v1/organisations",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "acme", "kind": "organisation"})),
+        )
+        .await;
+    let (org_id, key) = (
+        org["id"].as_str().unwrap().to_string(),
+        org["api_key"].as_str().unwrap().to_string(),
+    );
+    let (_, hook) = api
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&key),
+            Some(json!({"name": "n", "url": "https://example.com/h", "events": ["*"]})),
+        )
+        .await;
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    let (_, ticket) = api.call("POST", "/v1/feed/tickets", Some(&key), None).await;
+    let ticket = ticket["ticket"].as_str().unwrap().to_string();
+    api.call("GET", &format!("/v1/feed?ticket={ticket}"), None, None)
+        .await;
+    let wanted = format!(
+        "GET /v1/webhooks/{}/secret 200",
+        hook["id"].as_str().unwrap()
+    );
+    api.call(
+        "GET",
+        &format!("/v1/webhooks/{}/secret", hook["id"].as_str().unwrap()),
+        Some(&key),
+        None,
+    )
+    .await;
+    let log = eventually(
+        "the request log line",
+        Duration::from_secs(10),
+        async || {
+            let log = server.log.lock().unwrap().join("\n");
+            log.contains(&wanted).then_some(log)
+        },
+    )
+    .await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&wanted) && l.contains(&format!("caller={org_id}"))),
+        "{log}"
+    );
+    assert!(log
+        .lines()
+        .any(|l| l.contains("POST /v1/organisations 201") && l.contains("caller=admin")));
+    for secret_text in [ADMIN_KEY, &key, &secret, &ticket] {
+        assert!(
+            !log.contains(secret_text),
+            "the log reveals a key, secret or ticket"
+        );
+    }
+}
+
+#[test]
+fn the_command_line_helps() {
+    let bin = env!("CARGO_BIN_EXE_hookrelay");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env("HOOKRELAY_AUTH__ADMIN_KEY", "a-very-secret-admin-key")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, help) = run(&["--help"]);
+    assert!(ok && help.contains("--config") && help.contains("--check-config"));
+    let (ok, version) = run(&["--version"]);
+    assert!(ok && version.contains(env!("CARGO_PKG_VERSION")));
+    let (ok, config) = run(&["--check-config"]);
+    assert!(ok, "{config}");
+    assert!(config.contains("admin_key = \"********\"") && !config.contains("a-very-secret"));
+    assert!(
+        config.contains("retry_schedule_ms") && config.contains("desktop.app_tracking.captured")
+    );
+    let (ok, _) = run(&["--config", "/nonexistent/hookrelay.toml", "--check-config"]);
+    assert!(!ok);
+}
+
+#[actix_web::test]
+async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
+    const GRACE_S: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
+        ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        ("HOOKRELAY_DELIVERY__RETRY_SCHEDULE_MS", "100,200,400"),
+        ("HOOKRELAY_SERVER__SHUTDOWN_GRACE_S", "3"),
+    ];
+    let rx = Receiver::start().await;
+    rx.delay(60_000); // attempts stay in flight through the shutdown
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (_, org) = api
+        .call(
+            "POST",
+            "/v1/organisations",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "acme", "kind": "organisation"})),
+        )
+        .await;
+    let (org_id, key) = (
+        org["id"].as_str().unwrap().to_string(),
+        org["api_key"].as_str().unwrap().to_string(),
+    );
+    api.call(
+        "POST",
+        "/v1/webhooks",
+        Some(&key),
+        Some(json!({"name": "n", "url": rx.url, "events": ["*"]})),
+    )
+    .await;
+    let mut feed = FeedClient::connect(&server.base, &key).await;
+
+    let mut acked = HashSet::new();
+    for i in 0..40 {
+        let mut e = desktop_event("desktop.app_tracking.captured", &org_id);
+        e["data"][0]["tracking"]["trackingId"] = json!(format!("t{i}"));
+        if let Some((202, _)) = api
+            .try_call("POST", "/v1/events", Some(&key), Some(e))
+            .await
+        {
+            acked.insert(format!("t{i}"));
+        }
+    }
+    eventually("attempts in flight", Duration::from_secs(10), async || {
+        (rx.count() >= 8).then_some(())
+    })
+    .await;
+    let pid = server.child.id().to_string();
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(
+        feed.closed_with().await.contains("shutting down"),
+        "feed sessions get a going-away close"
+    );
+    let status = server.terminate_wait();
+    let took = started.elapsed();
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    assert!(
+        took < Duration::from_secs(GRACE_S * 4),
+        "exited after {took:?} with a {GRACE_S} s grace period"
+    );
+
+    rx.delay(0);
+    let _restarted = ChildServer::start(dir.path(), &env);
+    eventually(
+        "every acknowledged event delivered after the restart",
+        Duration::from_secs(60),
+        async || {
+            let seen: HashSet<String> = rx
+                .all()
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+                .filter_map(|b| {
+                    b["data"][0]["tracking"]["trackingId"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect();
+            acked.is_subset(&seen).then_some(())
+        },
+    )
+    .await;
+    rx.handle.stop(false).await;
+}
