@@ -14,6 +14,7 @@
 //! - `actors`: the registry and one delivery actor per webhook.
 //! - `http`: the API, one file per resource.
 //! - `simulation`: sample payloads of every catalog event (SPEC §7).
+//! - `dashboard`: the embedded page served at `/`.
 //! - `retention`: the background purge of old events and log entries.
 //! - `metrics`: the Prometheus metrics behind `GET /metrics`.
 //! - `clock`: Unix ms and ISO 8601 times.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod canonical;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod http;

@@ -53,6 +53,7 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .configure(crate::dashboard::routes)
         .service(
             web::scope("/v1")
                 .configure(organisations::routes)

@@ -13,7 +13,8 @@ use crate::domain::organisation::{Caller, OrgKind, Organisation};
 use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/organisations").get(list).post(create))
+    cfg.service(web::resource("/me").get(me))
+        .service(web::resource("/organisations").get(list).post(create))
         .service(web::resource("/organisations/{id}").get(get));
 }
 
@@ -102,6 +103,14 @@ async fn create(
     let mut out = OrganisationOut::from(&org);
     out.api_key = Some(key);
     Ok(HttpResponse::Created().json(out))
+}
+
+/// Who the key belongs to (the dashboard shows it).
+async fn me(caller: Caller) -> HttpResponse {
+    match caller {
+        Caller::Admin => HttpResponse::Ok().json(serde_json::json!({"kind": "admin"})),
+        Caller::Org(org) => HttpResponse::Ok().json(OrganisationOut::from(&org)),
+    }
 }
 
 async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {

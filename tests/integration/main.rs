@@ -3,6 +3,7 @@
 
 mod support;
 
+mod browser;
 mod crash;
 mod delivery;
 mod feed;
