@@ -138,7 +138,7 @@ pub struct CatalogConfig {
     pub trackelio: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeConfig {
     pub name: String,

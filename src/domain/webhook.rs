@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::net::ssrf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignatureScheme {
     #[default]
@@ -19,7 +19,7 @@ pub enum SignatureScheme {
     StandardWebhooks,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookStatus {
     Enabled,
@@ -141,6 +141,24 @@ pub fn validate_name(name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever the secret, the mask is its first 8 characters (or
+        /// fewer) and 24 bullets, and no longer run of it survives.
+        #[test]
+        fn mask_reveals_at_most_eight_characters(secret in "\\PC{0,80}") {
+            let masked = mask_secret(&secret);
+            let head: String = secret.chars().take(8).collect();
+            proptest::prop_assert_eq!(&masked, &format!("{head}{}", "•".repeat(24)));
+            let chars: Vec<char> = secret.chars().collect();
+            if chars.len() > 8 && !secret.contains('•') {
+                for window in chars.windows(9) {
+                    let run: String = window.iter().collect();
+                    proptest::prop_assert!(!masked.contains(&run));
+                }
+            }
+        }
+    }
 
     #[test]
     fn mask_shows_eight_characters() {

@@ -13,7 +13,7 @@ use crate::actors::registry::Deliver;
 use crate::clock::{self, now_ms};
 use crate::domain::delivery::{AttemptError, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::organisation::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/webhooks/{id}/deliveries").get(list))
@@ -25,16 +25,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 250;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Entries per page, 1–250 (default 50).
     limit: Option<usize>,
+    /// The `next_before` of the previous page.
     before: Option<Uuid>,
+    /// Only entries with this outcome.
     outcome: Option<Outcome>,
 }
 
 /// A log entry as the API shows it: times in ISO 8601, headers as an object.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LogEntryOut {
     id: Uuid,
     delivery_id: Uuid,
@@ -47,10 +51,27 @@ pub struct LogEntryOut {
     response_body: String,
     truncated: bool,
     error: Option<AttemptError>,
+    #[schema(value_type = Object)]
     request_headers: serde_json::Map<String, serde_json::Value>,
     attempted_at: String,
     next_attempt_at: Option<String>,
     simulation: bool,
+}
+
+/// One page of the delivery log, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    data: Vec<LogEntryOut>,
+    /// Pass as `before` for the next page; null on the last.
+    next_before: Option<Uuid>,
+    /// The webhook's consecutive failed attempts.
+    failure_count: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RedeliverOut {
+    delivery_id: Uuid,
+    event_id: Uuid,
 }
 
 pub fn headers_object(headers: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
@@ -79,7 +100,10 @@ impl From<LogEntry> for LogEntryOut {
     }
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries", params(("id" = Uuid, Path), ListQuery),
+    responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -97,14 +121,17 @@ async fn list(
         .store
         .log_page(w.id, limit, query.before, query.outcome)?;
     let data: Vec<LogEntryOut> = page.entries.into_iter().map(LogEntryOut::from).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "data": data,
-        "next_before": page.next_before,
-        "failure_count": w.failure_count,
-    })))
+    Ok(HttpResponse::Ok().json(DeliveryPage {
+        data,
+        next_before: page.next_before,
+        failure_count: w.failure_count,
+    }))
 }
 
-async fn redeliver(
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "deliveries",
+    params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path, description = "A log entry's delivery_id (or id)")),
+    responses((status = 202, body = RedeliverOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn redeliver(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -137,6 +164,8 @@ async fn redeliver(
         deliveries: vec![delivery],
         body: Bytes::from(body),
     });
-    Ok(HttpResponse::Accepted()
-        .json(json!({ "delivery_id": delivery_id, "event_id": entry.event_id })))
+    Ok(HttpResponse::Accepted().json(RedeliverOut {
+        delivery_id,
+        event_id: entry.event_id,
+    }))
 }

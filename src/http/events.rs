@@ -4,7 +4,6 @@
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::body::{read_body, require_json};
@@ -17,7 +16,7 @@ use crate::domain::delivery::QueuedDelivery;
 use crate::domain::event::{parse_envelope, Envelope};
 use crate::domain::organisation::{Caller, Organisation};
 use crate::domain::webhook::Webhook;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::storage::StoredEvent;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -93,7 +92,22 @@ fn publish(state: &AppState, event: &StoredEvent, accepted: &Accepted) -> Result
     Ok(())
 }
 
-async fn ingest(
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct IngestOut {
+    /// The stored event's id.
+    id: Uuid,
+    /// How many webhook deliveries were queued.
+    deliveries: usize,
+}
+
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = Object, content_type = "application/json",
+        description = "The seed envelope: {event, version, agent, timestamp, data}"),
+    responses((status = 202, body = IngestOut, description = "Stored durably with its deliveries"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ingest(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
@@ -146,5 +160,8 @@ async fn ingest(
         .with_label_values(&[&event.event])
         .inc();
     publish(&state, &event, &accepted)?;
-    Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "deliveries": count })))
+    Ok(HttpResponse::Accepted().json(IngestOut {
+        id: event.id,
+        deliveries: count,
+    }))
 }

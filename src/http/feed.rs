@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use crate::actors::feed_session;
 use crate::domain::organisation::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/feed/tickets").post(issue))
@@ -41,14 +40,28 @@ impl Tickets {
     }
 }
 
-async fn issue(state: web::Data<AppState>, caller: Caller) -> HttpResponse {
-    let ttl = state.config.feed.ticket_ttl_s;
-    let ticket = state.tickets.issue(caller, Duration::from_secs(ttl));
-    HttpResponse::Created().json(json!({ "ticket": ticket, "expires_in": ttl }))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TicketOut {
+    ticket: String,
+    /// Seconds it stays valid.
+    expires_in: u64,
 }
 
-#[derive(Deserialize)]
-struct FeedQuery {
+#[utoipa::path(post, path = "/v1/feed/tickets", tag = "feed",
+    responses((status = 201, body = TicketOut), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn issue(state: web::Data<AppState>, caller: Caller) -> HttpResponse {
+    let ttl = state.config.feed.ticket_ttl_s;
+    let ticket = state.tickets.issue(caller, Duration::from_secs(ttl));
+    HttpResponse::Created().json(TicketOut {
+        ticket,
+        expires_in: ttl,
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// A ticket from POST /v1/feed/tickets (single use).
     ticket: Option<String>,
 }
 
@@ -65,7 +78,10 @@ fn subscribed_types(state: &AppState, caller: &Caller) -> Result<Vec<String>, Ap
         .collect())
 }
 
-async fn upgrade(
+#[utoipa::path(get, path = "/v1/feed", tag = "feed", params(FeedQuery),
+    responses((status = 101, description = "WebSocket: hello, event and lagged messages (SPEC §8)"),
+        (status = 401, body = ErrorBody)))]
+pub async fn upgrade(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<FeedQuery>,

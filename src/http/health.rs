@@ -6,6 +6,9 @@ use serde_json::json;
 use super::AppState;
 use crate::actors::registry::ActorCount;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The store and the delivery registry answer", body = Object),
+        (status = 503, description = "Unhealthy", body = crate::error::ErrorBody)))]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let storage = state.store.health();
     let actors = state.registry.send(ActorCount).await;

@@ -5,8 +5,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::authenticate;
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn metrics(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -9,6 +9,7 @@ mod events;
 pub mod feed;
 mod health;
 mod metrics;
+pub mod openapi;
 mod organisations;
 pub mod request_log;
 pub mod simulations;
@@ -62,7 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(events::routes)
                 .configure(simulations::routes)
                 .configure(feed::routes)
-                .route("/event-types", web::get().to(webhooks::event_types)),
+                .route("/event-types", web::get().to(webhooks::event_types))
+                .route("/openapi.json", web::get().to(openapi::openapi_json)),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::not_found("not_found", "no such route"))

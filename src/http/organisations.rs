@@ -10,7 +10,7 @@ use super::body::ApiJson;
 use super::{auth, parse_id, AppState};
 use crate::clock::{self, now_ms};
 use crate::domain::organisation::{Caller, OrgKind, Organisation};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/me").get(me))
@@ -18,23 +18,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/organisations/{id}").get(get));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrganisationIn {
+pub struct OrganisationIn {
     name: String,
     kind: OrgKind,
     reseller_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OrganisationOut {
     id: Uuid,
     name: String,
     kind: OrgKind,
     reseller_id: Option<Uuid>,
     created_at: String,
+    /// Only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrganisationList {
+    data: Vec<OrganisationOut>,
+}
+
+/// The admin (`kind: "admin"`) or the key's organisation.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeOut {
+    kind: String,
+    #[serde(flatten)]
+    organisation: Option<OrganisationOut>,
 }
 
 impl From<&Organisation> for OrganisationOut {
@@ -54,7 +68,10 @@ fn not_found() -> ApiError {
     ApiError::not_found("organisation_not_found", "organisation not found")
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/organisations", tag = "organisations", request_body = OrganisationIn,
+    responses((status = 201, body = OrganisationOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<OrganisationIn>,
@@ -106,20 +123,36 @@ async fn create(
 }
 
 /// Who the key belongs to (the dashboard shows it).
-async fn me(caller: Caller) -> HttpResponse {
-    match caller {
-        Caller::Admin => HttpResponse::Ok().json(serde_json::json!({"kind": "admin"})),
-        Caller::Org(org) => HttpResponse::Ok().json(OrganisationOut::from(&org)),
-    }
+#[utoipa::path(get, path = "/v1/me", tag = "organisations",
+    responses((status = 200, body = MeOut), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn me(caller: Caller) -> HttpResponse {
+    let out = match caller {
+        Caller::Admin => MeOut {
+            kind: "admin".into(),
+            organisation: None,
+        },
+        Caller::Org(org) => MeOut {
+            kind: match org.kind {
+                OrgKind::Reseller => "reseller".into(),
+                OrgKind::Organisation => "organisation".into(),
+            },
+            organisation: Some(OrganisationOut::from(&org)),
+        },
+    };
+    HttpResponse::Ok().json(out)
 }
 
-async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/organisations", tag = "organisations",
+    responses((status = 200, body = OrganisationList), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let orgs = state.store.orgs(|o| caller.can_see_org(o))?;
     let data: Vec<OrganisationOut> = orgs.iter().map(OrganisationOut::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(OrganisationList { data }))
 }
 
-async fn get(
+#[utoipa::path(get, path = "/v1/organisations/{id}", tag = "organisations", params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrganisationOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,

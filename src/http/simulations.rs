@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::body::{parse_json, read_body, require_json};
@@ -22,7 +22,7 @@ use crate::clock::now_ms;
 use crate::domain::delivery::{LogEntry, Outcome};
 use crate::domain::organisation::Caller;
 use crate::domain::webhook::Webhook;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::net::client;
 use crate::simulation;
 
@@ -89,13 +89,38 @@ fn sample_for(caller: &Caller, w: &Webhook, event: &str) -> Value {
     simulation::sample(event, org, now_ms())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PreviewQuery {
+#[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// The event type to preview.
     event: String,
 }
 
-async fn preview(
+/// What a simulation came to (SPEC §7).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SimulationOut {
+    /// `delivered` or `failed`.
+    result: &'static str,
+    /// Null when no answer came (network error).
+    http_status: Option<u16>,
+    latency_ms: u64,
+    #[schema(value_type = Object)]
+    request_headers: serde_json::Map<String, Value>,
+    /// The exact body sent.
+    #[schema(value_type = Object)]
+    payload: Value,
+    response_body: String,
+    truncated: bool,
+    error: Option<crate::domain::delivery::AttemptError>,
+    delivery_id: Uuid,
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}/simulations/preview", tag = "simulations", params(("id" = Uuid, Path), PreviewQuery),
+    responses((status = 200, description = "The exact JSON a simulation would send", body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn preview(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -106,10 +131,12 @@ async fn preview(
     Ok(HttpResponse::Ok().json(sample_for(&caller, &w, &query.event)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SimulationIn {
+pub struct SimulationIn {
     event: String,
+    /// An edited preview; must carry `"simulation": true`.
+    #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
 }
 
@@ -138,7 +165,12 @@ fn edited_payload(event: &str, payload: Value) -> Result<Value, ApiError> {
         })
 }
 
-async fn send(
+#[utoipa::path(post, path = "/v1/webhooks/{id}/simulations", tag = "simulations", params(("id" = Uuid, Path)),
+    request_body = SimulationIn,
+    responses((status = 200, body = SimulationOut, description = "A request was attempted"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn send(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -188,15 +220,15 @@ async fn send(
     if state.store.webhook(w.id)?.is_some() {
         state.store.append_log(w.id, &entry)?;
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "result": if ok { "delivered" } else { "failed" },
-        "http_status": result.status_code,
-        "latency_ms": result.latency_ms,
-        "request_headers": headers_object(&result.request_headers),
-        "payload": body_value,
-        "response_body": result.response_body,
-        "truncated": result.truncated,
-        "error": result.error,
-        "delivery_id": delivery_id,
-    })))
+    Ok(HttpResponse::Ok().json(SimulationOut {
+        result: if ok { "delivered" } else { "failed" },
+        http_status: result.status_code,
+        latency_ms: result.latency_ms,
+        request_headers: headers_object(&result.request_headers),
+        payload: body_value,
+        response_body: result.response_body,
+        truncated: result.truncated,
+        error: result.error,
+        delivery_id,
+    }))
 }

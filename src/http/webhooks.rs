@@ -3,18 +3,18 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::body::ApiJson;
 use super::{parse_id, AppState};
 use crate::actors::registry::{WebhookDeleted, WebhookSaved};
 use crate::clock::{self, now_ms};
+use crate::config::EventTypeConfig;
 use crate::domain::organisation::Caller;
 use crate::domain::webhook::{
     mask_secret, new_secret, validate_name, SignatureScheme, Webhook, WebhookStatus, WebhookUrl,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/webhooks").get(list).post(create))
@@ -28,9 +28,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/webhooks/{id}/secret/rotate").post(rotate));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WebhookIn {
+pub struct WebhookIn {
     name: String,
     url: String,
     events: Vec<String>,
@@ -41,9 +41,9 @@ struct WebhookIn {
     organisation_id: Option<Uuid>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WebhookPatch {
+pub struct WebhookPatch {
     name: Option<String>,
     url: Option<String>,
     events: Option<Vec<String>>,
@@ -54,7 +54,7 @@ struct WebhookPatch {
     status: Option<WebhookStatus>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookOut {
     id: Uuid,
     organisation_id: Uuid,
@@ -67,12 +67,28 @@ pub struct WebhookOut {
     disabled_reason: Option<String>,
     signature_scheme: SignatureScheme,
     secret_masked: String,
+    /// The whole secret: only on create (and a PATCH that had to replace it).
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
     created_at: String,
     updated_at: String,
     failure_count: u64,
     last_delivery_at: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    data: Vec<WebhookOut>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SecretOut {
+    secret: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventTypeList {
+    data: Vec<EventTypeConfig>,
 }
 
 impl WebhookOut {
@@ -157,7 +173,10 @@ fn owner_for(state: &AppState, caller: &Caller, requested: Option<Uuid>) -> Resu
     }
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookIn,
+    responses((status = 201, body = WebhookOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<WebhookIn>,
@@ -197,16 +216,20 @@ async fn create(
     Ok(HttpResponse::Created().json(WebhookOut::with_secret(&webhook)))
 }
 
-async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = WebhookList), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let webhooks = match caller.org_id() {
         Some(org) => state.store.webhooks_of(org)?,
         None => state.store.all_webhooks()?,
     };
     let data: Vec<WebhookOut> = webhooks.iter().map(WebhookOut::masked).collect();
-    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(WebhookList { data }))
 }
 
-async fn get(
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = WebhookOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -283,7 +306,10 @@ fn apply(w: &mut Webhook, c: &Changes, now: u64) -> bool {
     rotated
 }
 
-async fn patch(
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)), request_body = WebhookPatch,
+    responses((status = 200, body = WebhookOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -309,7 +335,10 @@ async fn patch(
     Ok(HttpResponse::Ok().json(out))
 }
 
-async fn delete(
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted; its queued deliveries are dropped"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -322,16 +351,20 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn reveal(
+#[utoipa::path(get, path = "/v1/webhooks/{id}/secret", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = SecretOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn reveal(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let w = visible_webhook(&state, &caller, &path)?;
-    Ok(HttpResponse::Ok().json(json!({ "secret": w.secret })))
+    Ok(HttpResponse::Ok().json(SecretOut { secret: w.secret }))
 }
 
-async fn rotate(
+#[utoipa::path(post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = SecretOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -349,9 +382,15 @@ async fn rotate(
     state.registry.do_send(WebhookSaved {
         webhook: updated.clone(),
     });
-    Ok(HttpResponse::Ok().json(json!({ "secret": updated.secret })))
+    Ok(HttpResponse::Ok().json(SecretOut {
+        secret: updated.secret,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/event-types", tag = "webhooks",
+    responses((status = 200, body = EventTypeList), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn event_types(state: web::Data<AppState>, _caller: Caller) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "data": state.catalog.types() }))
+    HttpResponse::Ok().json(EventTypeList {
+        data: state.catalog.types().to_vec(),
+    })
 }

@@ -10,6 +10,7 @@ mod feed;
 mod ingest;
 mod interop;
 mod malformed;
+mod openapi;
 mod operability;
 mod process;
 mod simulations;
