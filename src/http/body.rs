@@ -55,6 +55,17 @@ pub async fn read_body(
     Ok(buf)
 }
 
+/// A JSON body of at most `limit` bytes: 415 for another content type,
+/// 413 past the limit.
+pub async fn read_json_body(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
+    require_json(req)?;
+    read_body(req, payload, limit).await
+}
+
 /// Parses JSON into `T`; the error names the path of the bad field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
@@ -86,8 +97,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            require_json(&req)?;
-            let bytes = read_body(&req, payload, MANAGEMENT_BODY_LIMIT).await?;
+            let bytes = read_json_body(&req, payload, MANAGEMENT_BODY_LIMIT).await?;
             parse_json(&bytes).map(ApiJson)
         })
     }

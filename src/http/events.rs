@@ -6,7 +6,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::body::{read_body, require_json};
+use super::body::read_json_body;
 use super::AppState;
 use crate::actors::broadcaster::{FeedEvent, Publish};
 use crate::actors::registry::Deliver;
@@ -113,8 +113,7 @@ pub async fn ingest(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    require_json(&req)?;
-    let raw = read_body(
+    let raw = read_json_body(
         &req,
         payload.into_inner(),
         state.config.server.max_body_bytes,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::body::{parse_json, read_body, require_json};
+use super::body::{parse_json, read_json_body};
 use super::deliveries::headers_object;
 use super::webhooks::visible_webhook;
 use super::AppState;
@@ -177,8 +177,7 @@ pub async fn send(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    require_json(&req)?;
-    let raw = read_body(
+    let raw = read_json_body(
         &req,
         payload.into_inner(),
         state.config.server.max_body_bytes,

@@ -50,18 +50,7 @@ async fn kill_9_loses_no_acknowledged_delivery() {
     let rx = Receiver::start().await;
     let server = ChildServer::start(dir.path(), &env());
     let api = server.client();
-    let (_, org) = api
-        .call(
-            "POST",
-            "/v1/organisations",
-            Some(ADMIN_KEY),
-            Some(json!({"name": "acme", "kind": "organisation"})),
-        )
-        .await;
-    let (org_id, key) = (
-        org["id"].as_str().unwrap().to_string(),
-        org["api_key"].as_str().unwrap().to_string(),
-    );
+    let (org_id, key) = api.org("acme").await;
     for n in 0..WEBHOOKS {
         let url = format!("{}/{n}", rx.url);
         let (status, _) = api

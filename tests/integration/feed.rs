@@ -220,18 +220,8 @@ async fn the_snapshot_is_refilled_from_storage_after_a_restart() {
     let env = [("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)];
     let server = ChildServer::start(dir.path(), &env);
     let api = server.client();
-    let (_, org) = api
-        .call(
-            "POST",
-            "/v1/organisations",
-            Some(ADMIN_KEY),
-            Some(json!({"name": "acme", "kind": "organisation"})),
-        )
-        .await;
-    let (id, key) = (
-        org["id"].as_str().unwrap(),
-        org["api_key"].as_str().unwrap(),
-    );
+    let (id, key) = api.org("acme").await;
+    let (id, key) = (id.as_str(), key.as_str());
     for kind in [APP, ACTIVITY, SHOT] {
         assert_eq!(
             api.call(

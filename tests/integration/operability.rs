@@ -75,18 +75,7 @@ async fn the_request_log_names_requests_but_never_keys_secrets_or_tickets() {
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(dir.path(), &[("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)]);
     let api = server.client();
-    let (_, org) = api
-        .call(
-            "POST",
-            "/v1/organisations",
-            Some(ADMIN_KEY),
-            Some(json!({"name": "acme", "kind": "organisation"})),
-        )
-        .await;
-    let (org_id, key) = (
-        org["id"].as_str().unwrap().to_string(),
-        org["api_key"].as_str().unwrap().to_string(),
-    );
+    let (org_id, key) = api.org("acme").await;
     let (_, hook) = api
         .call(
             "POST",
@@ -179,18 +168,7 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
     rx.delay(60_000); // attempts stay in flight through the shutdown
     let server = ChildServer::start(dir.path(), &env);
     let api = server.client();
-    let (_, org) = api
-        .call(
-            "POST",
-            "/v1/organisations",
-            Some(ADMIN_KEY),
-            Some(json!({"name": "acme", "kind": "organisation"})),
-        )
-        .await;
-    let (org_id, key) = (
-        org["id"].as_str().unwrap().to_string(),
-        org["api_key"].as_str().unwrap().to_string(),
-    );
+    let (org_id, key) = api.org("acme").await;
     api.call(
         "POST",
         "/v1/webhooks",

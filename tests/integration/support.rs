@@ -396,6 +396,19 @@ impl RemoteServer {
             .expect("request sent")
     }
 
+    /// Creates an organisation as the admin; returns (id, api key).
+    pub async fn org(&self, name: &str) -> (String, String) {
+        let body = json!({"name": name, "kind": "organisation"});
+        let (status, org) = self
+            .call("POST", "/v1/organisations", Some(ADMIN_KEY), Some(body))
+            .await;
+        assert_eq!(status, 201, "{org}");
+        (
+            org["id"].as_str().unwrap().into(),
+            org["api_key"].as_str().unwrap().into(),
+        )
+    }
+
     /// `None` when the server could not be reached.
     pub async fn try_call(
         &self,
