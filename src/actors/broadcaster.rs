@@ -17,8 +17,9 @@ use crate::metrics::Metrics;
 
 /// A session that stays full this long is evicted.
 const EVICT_AFTER: Duration = Duration::from_secs(5);
-/// Payloads larger than this are left out of the `hello` snapshot (they
-/// are still sent live) so the recent store stays small.
+/// Payloads larger than this are not kept for the `hello` snapshot (they
+/// are still sent live): the recent store holds `null` in their place, so a
+/// few screenshots cannot pin megabytes per organisation.
 const RECENT_PAYLOAD_LIMIT: usize = 256 * 1024;
 
 /// An ingested event as the feed shows it.
@@ -56,7 +57,7 @@ impl FeedEvent {
 
     /// The `{"type":"event",...}` frame; the payload is spliced in without
     /// re-encoding it.
-    pub fn frame(&self, with_payload: bool) -> String {
+    pub fn frame(&self) -> String {
         let named = |(id, name): &(Uuid, String)| json!({"id": id, "name": name});
         let head = json!({
             "type": "event",
@@ -69,11 +70,7 @@ impl FeedEvent {
             "team_id": self.team_id,
         })
         .to_string();
-        let payload = if with_payload {
-            String::from_utf8_lossy(&self.payload).into_owned()
-        } else {
-            "null".into()
-        };
+        let payload = String::from_utf8_lossy(&self.payload);
         format!("{},\"payload\":{payload}}}", &head[..head.len() - 1])
     }
 
@@ -202,7 +199,12 @@ impl Broadcaster {
         b
     }
 
-    fn remember(&mut self, e: Arc<FeedEvent>) {
+    fn remember(&mut self, mut e: Arc<FeedEvent>) {
+        if e.payload.len() > RECENT_PAYLOAD_LIMIT {
+            let mut slim = (*e).clone();
+            slim.payload = actix_web::web::Bytes::from_static(b"null");
+            e = Arc::new(slim);
+        }
         let list = self
             .recent
             .entry(e.organisation.0)
@@ -237,11 +239,7 @@ impl Broadcaster {
     }
 
     fn hello(&self, caller: &Caller, event_types: &[String]) -> String {
-        let recent: Vec<String> = self
-            .snapshot(caller)
-            .iter()
-            .map(|e| e.frame(e.payload.len() <= RECENT_PAYLOAD_LIMIT))
-            .collect();
+        let recent: Vec<String> = self.snapshot(caller).iter().map(|e| e.frame()).collect();
         format!(
             "{{\"type\":\"hello\",\"event_types\":{},\"recent\":[{}]}}",
             serde_json::to_string(event_types).unwrap_or_else(|_| "[]".into()),
@@ -336,7 +334,7 @@ impl Handler<Publish> for Broadcaster {
 
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         let event = Arc::new(msg.event);
-        let frame: Arc<str> = event.frame(true).into();
+        let frame: Arc<str> = event.frame().into();
         let dropped_before = self.stats.dropped;
         let stats = &mut self.stats;
         self.sessions.retain(|_, s| {
@@ -394,11 +392,20 @@ mod tests {
     #[test]
     fn frame_is_json_with_the_payload_spliced_in() {
         let e = event(Uuid::new_v4(), "x", 0);
-        let v: serde_json::Value = serde_json::from_str(&e.frame(true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&e.frame()).unwrap();
         assert_eq!(v["payload"]["a"][1], 2);
         assert_eq!(v["organisation"]["name"], "Acme \"Ltd\"");
         assert_eq!(v["reseller"], serde_json::Value::Null);
-        let v: serde_json::Value = serde_json::from_str(&e.frame(false)).unwrap();
+    }
+
+    #[test]
+    fn large_payloads_are_not_kept_for_the_snapshot() {
+        let mut big = event(Uuid::new_v4(), "x", 1);
+        big.payload =
+            actix_web::web::Bytes::from(format!("\"{}\"", "a".repeat(RECENT_PAYLOAD_LIMIT)));
+        let b = Broadcaster::new(10, 30, vec![big], Arc::new(Metrics::new()));
+        let snap = b.snapshot(&Caller::Admin);
+        let v: serde_json::Value = serde_json::from_str(&snap[0].frame()).unwrap();
         assert!(v["payload"].is_null());
     }
 

@@ -24,9 +24,11 @@ use crate::domain::webhook::{Webhook, WebhookStatus};
 use crate::metrics::Metrics;
 use crate::net::client;
 
-/// Bodies kept in memory per actor for deliveries about to be sent; the
-/// rest are read from sled when their turn comes.
+/// Bodies kept in memory per actor for deliveries about to be sent, and
+/// the largest body kept; the rest are read from sled when their turn
+/// comes, so a stalled endpoint cannot pin many large screenshots.
 const BODY_CACHE: usize = 64;
+const BODY_CACHE_MAX_BYTES: usize = 1024 * 1024;
 
 pub struct DeliveryActor {
     webhook_id: Uuid,
@@ -277,6 +279,15 @@ impl DeliveryActor {
             (false, None) => Outcome::Failed,
         };
         self.count_attempt(outcome, &result);
+        let shared = self.shared.clone();
+        let store = &shared.store;
+        // Judge the webhook first: if it was deleted while this attempt was
+        // out, write nothing more for it (no orphan retry in the queue).
+        self.note_outcome(ok, now);
+        if self.webhook.is_none() {
+            let _ = store.remove_delivery(self.webhook_id, d.id);
+            return;
+        }
         let entry = LogEntry::of_attempt(
             (d.id, d.event_id, &d.event),
             attempt,
@@ -284,7 +295,6 @@ impl DeliveryActor {
             &result,
             next_delay.map(|ms| now + ms),
         );
-        let store = &self.shared.store;
         if let Err(e) = store.append_log(self.webhook_id, &entry) {
             log::error!(
                 "webhook {}: cannot write the delivery log: {e}",
@@ -304,7 +314,6 @@ impl DeliveryActor {
         if let Err(e) = queue_write {
             log::error!("webhook {}: cannot update its queue: {e}", self.webhook_id);
         }
-        self.note_outcome(ok, now);
     }
 
     fn note_outcome(&mut self, ok: bool, now: u64) {
@@ -389,7 +398,7 @@ impl Handler<Enqueue> for DeliveryActor {
             if !act.is_new(&msg.delivery) {
                 return;
             }
-            if act.bodies.len() < BODY_CACHE {
+            if act.bodies.len() < BODY_CACHE && msg.body.len() <= BODY_CACHE_MAX_BYTES {
                 act.bodies.insert(msg.delivery.id, msg.body);
             }
             act.insert(msg.delivery);

@@ -395,3 +395,21 @@ async fn bad_client_messages_close_only_that_session() {
     )
     .await;
 }
+
+#[actix_web::test]
+async fn a_large_screenshot_reaches_sessions_but_not_the_snapshot() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let mut c = FeedClient::connect(&s.base, &key).await;
+    let mut shot = desktop_event(SHOT, &org);
+    shot["data"][0]["screenshot"] = json!({"imageBuffer": "A".repeat(3 * 1024 * 1024)});
+    s.ingest(&key, &shot).await;
+    let e = c.events(1).await.remove(0);
+    assert_eq!(e["payload"], shot, "the whole payload is sent live");
+    let later = FeedClient::connect(&s.base, &key).await;
+    assert_eq!(later.hello["recent"][0]["event"], SHOT);
+    assert!(
+        later.hello["recent"][0]["payload"].is_null(),
+        "but not kept for hello"
+    );
+}
