@@ -85,15 +85,9 @@ pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
         let status = res.status();
         let error = generic_error(status);
         let (req, _) = res.into_parts();
-        let mut response: HttpResponse<BoxBody> = HttpResponse::build(status)
+        let response: HttpResponse<BoxBody> = HttpResponse::build(status)
             .content_type("application/json")
             .body(error.body_json());
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            response.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, POST, PATCH, DELETE"),
-            );
-        }
         let res: ServiceResponse<EitherBody<B>> =
             ServiceResponse::new(req, response).map_into_right_body();
         Ok(ErrorHandlerResponse::Response(res))

@@ -15,17 +15,6 @@ fn chromium() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-fn npm_ci(dir: &Path) {
-    if !dir.join("node_modules/playwright-core").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(dir)
-            .status()
-            .expect("npm is needed for the browser tests");
-        assert!(status.success(), "npm ci failed in tests/browser");
-    }
-}
-
 #[actix_web::test]
 async fn the_dashboard_works_in_headless_chromium() {
     let Some(chromium) = chromium() else {
@@ -36,7 +25,7 @@ async fn the_dashboard_works_in_headless_chromium() {
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    npm_ci(&root.join("tests/browser"));
+    crate::support::npm_ci(&root.join("tests/browser"), "playwright-core");
     let strict = TestServer::start_with(|c| c.delivery.allow_private_targets = false).await;
     let (_, strict_key) = strict.org("Acme Production", "organisation", None).await;
     let dev = TestServer::start().await;

@@ -33,14 +33,7 @@ fn interop_dir() -> PathBuf {
 impl NodeReceivers {
     pub fn start() -> NodeReceivers {
         let dir = interop_dir();
-        if !dir.join("node_modules/express").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is needed for the interop tests (Node.js 18+)");
-            assert!(status.success(), "npm ci failed in tests/interop");
-        }
+        crate::support::npm_ci(&dir, "express");
         let mut child = Command::new("node")
             .arg("receivers.mjs")
             .current_dir(&dir)

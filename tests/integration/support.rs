@@ -466,3 +466,20 @@ pub async fn log_of(s: &TestServer, key: &str, webhook: &str) -> Vec<Value> {
     assert_eq!(status, 200, "{page}");
     page["data"].as_array().unwrap().clone()
 }
+
+/// Installs a Node test directory's packages from its lock file once per
+/// test process. NB: `npm ci` first deletes node_modules, so two tests
+/// installing the same directory at once would break each other.
+pub fn npm_ci(dir: &std::path::Path, marker: &str) {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if dir.join("node_modules").join(marker).exists() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .expect("npm is needed for the Node.js test receivers and the browser tests");
+    assert!(status.success(), "npm ci failed in {}", dir.display());
+}
