@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
-use hookrelay::app::Application;
-use hookrelay::config::Config;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "bench-admin-key-0123456789";
+#[path = "support/mod.rs"]
+mod support;
+use support::{start_hookrelay, Hookrelay, ADMIN};
+
 const CONCURRENCY: usize = 32;
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -113,39 +114,6 @@ async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> f64 {
         "only {ok} of {total} direct requests succeeded"
     );
     ok as f64 / start.elapsed().as_secs_f64()
-}
-
-struct Hookrelay {
-    base: String,
-    org: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_hookrelay() -> Hookrelay {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::default();
-    c.server.bind = "127.0.0.1:0".into();
-    c.storage.path = dir.path().join("data");
-    c.auth.admin_key = Some(ADMIN.into());
-    c.delivery.allow_private_targets = true;
-    let app = Application::build(c).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
-    let client = awc::Client::default();
-    let mut r = client
-        .post(format!("{base}/v1/organisations"))
-        .insert_header(("authorization", format!("Bearer {ADMIN}")))
-        .send_json(&json!({"name": "bench", "kind": "organisation"}))
-        .await
-        .unwrap();
-    let org: Value = r.json().await.unwrap();
-    Hookrelay {
-        base,
-        org: org["id"].as_str().unwrap().into(),
-        key: org["api_key"].as_str().unwrap().into(),
-        _dir: dir,
-    }
 }
 
 async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {

@@ -13,48 +13,18 @@ use std::time::{Duration, Instant};
 use awc::ws::{Frame, Message};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
-use hookrelay::app::Application;
-use hookrelay::config::Config;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "bench-admin-key-0123456789";
+#[path = "support/mod.rs"]
+mod support;
+use support::{start_hookrelay, Hookrelay};
+
 const SESSIONS: usize = 1_000;
 const CONCURRENCY: usize = 32;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// Per event id: how many sessions got it, and when the last one did.
 type Arrivals = Rc<RefCell<HashMap<String, (usize, Instant)>>>;
-
-struct Server {
-    base: String,
-    org: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::default();
-    c.server.bind = "127.0.0.1:0".into();
-    c.storage.path = dir.path().join("data");
-    c.auth.admin_key = Some(ADMIN.into());
-    let app = Application::build(c).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
-    let mut r = awc::Client::default()
-        .post(format!("{base}/v1/organisations"))
-        .insert_header(("authorization", format!("Bearer {ADMIN}")))
-        .send_json(&json!({"name": "bench", "kind": "organisation"}))
-        .await
-        .unwrap();
-    let org: Value = r.json().await.unwrap();
-    Server {
-        base,
-        org: org["id"].as_str().unwrap().into(),
-        key: org["api_key"].as_str().unwrap().into(),
-        _dir: dir,
-    }
-}
 
 fn event(org: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"event": "desktop.activity_tracking.captured", "version": "v1", "agent": "desktop-agent",
@@ -64,7 +34,7 @@ fn event(org: &str) -> Vec<u8> {
 }
 
 /// Ingests one event; returns its id.
-async fn ingest(client: &awc::Client, s: &Server) -> String {
+async fn ingest(client: &awc::Client, s: &Hookrelay) -> String {
     let mut r = client
         .post(format!("{}/v1/events", s.base))
         .insert_header(("authorization", format!("Bearer {}", s.key)))
@@ -80,7 +50,7 @@ async fn ingest(client: &awc::Client, s: &Server) -> String {
 }
 
 /// Acknowledged ingests per second at `CONCURRENCY`.
-async fn ingest_rate(s: &Server, total: usize) -> f64 {
+async fn ingest_rate(s: &Hookrelay, total: usize) -> f64 {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
@@ -96,7 +66,7 @@ async fn ingest_rate(s: &Server, total: usize) -> f64 {
 }
 
 /// Opens one session and reads it until the run ends, answering pings.
-async fn session(s: &Server, arrivals: Arrivals) {
+async fn session(s: &Hookrelay, arrivals: Arrivals) {
     let mut r = awc::Client::default()
         .post(format!("{}/v1/feed/tickets", s.base))
         .insert_header(("authorization", format!("Bearer {}", s.key)))
@@ -152,7 +122,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
     actix_web::rt::System::new().block_on(async {
-        let s = start().await;
+        let s = start_hookrelay().await;
         ingest_rate(&s, 500).await; // warm-up
         let without = ingest_rate(&s, 3_000).await;
 
