@@ -2,8 +2,6 @@
 //! receiver at least once after a restart on the same directory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -64,25 +62,23 @@ async fn kill_9_loses_no_acknowledged_delivery() {
         assert_eq!(status, 201);
     }
 
-    let acked = Arc::new(AtomicUsize::new(0));
+    // The ingest loop signals once KILL_AFTER events are acknowledged, just
+    // before sending its next batch, so the kill lands mid-stream.
+    let (kill_now, kill_signal) = std::sync::mpsc::channel::<()>();
     let pid = server.pid();
-    let killer = {
-        let acked = acked.clone();
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(300);
-            while acked.load(Ordering::SeqCst) < KILL_AFTER && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()
-                .unwrap();
-        })
-    };
+    let killer = std::thread::spawn(move || {
+        let _ = kill_signal.recv_timeout(Duration::from_secs(300));
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    });
     let mut acknowledged = HashSet::new();
     let mut refused = 0;
     for batch in 0..EVENTS / CONCURRENCY {
+        if acknowledged.len() >= KILL_AFTER {
+            let _ = kill_now.send(());
+        }
         let sends = (0..CONCURRENCY).map(|i| {
             let mut event = desktop_event("desktop.app_tracking.captured", &org_id);
             let tracking = format!("t-{batch}-{i}");
@@ -100,7 +96,6 @@ async fn kill_9_loses_no_acknowledged_delivery() {
             match result {
                 Some((202, _)) => {
                     acknowledged.insert(tracking);
-                    acked.fetch_add(1, Ordering::SeqCst);
                 }
                 _ => refused += 1,
             }
@@ -109,6 +104,7 @@ async fn kill_9_loses_no_acknowledged_delivery() {
             break; // the server is gone
         }
     }
+    let _ = kill_now.send(()); // in case the loop ended first
     killer.join().unwrap();
     drop(server);
     assert!(

@@ -71,21 +71,6 @@ impl NodeReceivers {
     }
 }
 
-const DESKTOP: [&str; 3] = [
-    "desktop.app_tracking.captured",
-    "desktop.screenshot_tracking.captured",
-    "desktop.activity_tracking.captured",
-];
-const TRACKELIO: [&str; 7] = [
-    "post.created",
-    "post.status_changed",
-    "post.assigned",
-    "comment.created",
-    "nps.submitted",
-    "csat.submitted",
-    "conversation.completed",
-];
-
 /// Raw JSON texts (so duplicate keys and odd number spellings survive).
 fn awkward_payloads(org: &str) -> Vec<String> {
     let deep_open = "[{\"d\":".repeat(50);
@@ -164,11 +149,12 @@ async fn seed_receivers_verify_every_delivery() {
         .collect();
     node.set_secrets(Value::Object(secrets)).await;
 
-    let mut bodies: Vec<Vec<u8>> = DESKTOP
+    // Every event type the shipped catalog has (both groups are on here).
+    let mut bodies: Vec<Vec<u8>> = hookrelay::config::default_event_types()
         .iter()
-        .chain(TRACKELIO.iter())
-        .map(|e| serde_json::to_vec(&event_of(e, &org)).unwrap())
+        .map(|t| serde_json::to_vec(&event_of(&t.name, &org)).unwrap())
         .collect();
+    assert_eq!(bodies.len(), 10);
     bodies.extend(awkward_payloads(&org).into_iter().map(String::into_bytes));
     bodies.push(serde_json::to_vec(&screenshot_of(&org, 5 * 1024 * 1024)).unwrap());
     for body in &bodies {
