@@ -65,13 +65,7 @@ impl Application {
         let delivery = delivery_context(&config, &store, client, metrics.clone());
         let registry = Registry::new(Arc::new(delivery), config.workers()).start();
         let history = feed_history(&store)?;
-        let broadcaster = Broadcaster::new(
-            config.feed.recent_per_type,
-            config.feed.pool_size,
-            history,
-            metrics.clone(),
-        )
-        .start();
+        let broadcaster = Broadcaster::new(&config.feed, history, metrics.clone()).start();
         Retention {
             store: store.clone(),
             days: config.retention.days,

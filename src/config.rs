@@ -106,6 +106,7 @@ pub struct FeedConfig {
     pub pool_size: usize,
     pub session_buffer: usize,
     pub ticket_ttl_s: u64,
+    pub max_frames_per_s: u64,
 }
 
 impl Default for FeedConfig {
@@ -115,6 +116,7 @@ impl Default for FeedConfig {
             pool_size: 30,
             session_buffer: 256,
             ticket_ttl_s: 60,
+            max_frames_per_s: 10_000,
         }
     }
 }

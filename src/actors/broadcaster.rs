@@ -1,7 +1,11 @@
 //! The broadcaster feeds the live WebSocket sessions (SPEC §8). Each event
 //! is serialised once; sessions get it through their bounded mailboxes
 //! with `try_send`, so a stalled session never slows the broadcaster or
-//! anyone else. It also keeps the recent events for the `hello` snapshot.
+//! anyone else. Fan-out spends from a frame budget (`feed_budget`): an
+//! event that does not fit is shed, counted per organisation, and the
+//! organisation's newest shed event follows as soon as the budget allows,
+//! preceded by `lagged` to each session that missed some. It also keeps the
+//! recent events for the `hello` snapshot.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +16,7 @@ use actix::prelude::*;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::feed_budget::FrameBudget;
 use crate::domain::organisation::Caller;
 use crate::metrics::Metrics;
 
@@ -21,6 +26,8 @@ const EVICT_AFTER: Duration = Duration::from_secs(5);
 /// are still sent live): the recent store holds `null` in their place, so a
 /// few screenshots cannot pin megabytes per organisation.
 const RECENT_PAYLOAD_LIMIT: usize = 256 * 1024;
+/// How soon shed events are looked at again.
+const TRAILING_TICK: Duration = Duration::from_millis(10);
 
 /// An ingested event as the feed shows it.
 #[derive(Clone, Debug)]
@@ -165,9 +172,30 @@ struct Session {
     closer: Recipient<GoingAway>,
 }
 
+impl Session {
+    fn wants(&self, event_type: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(event_type))
+    }
+}
+
+/// One organisation's events that were not sent live.
+struct Shed {
+    /// How many, by event type (sessions may filter by type).
+    by_type: HashMap<String, u64>,
+    /// The newest, sent when the budget allows.
+    latest: Arc<FeedEvent>,
+}
+
 pub struct Broadcaster {
     sessions: HashMap<usize, Session>,
     next_id: usize,
+    /// Sessions per watching organisation, and admin sessions: how many may
+    /// see an event, without walking every session.
+    watchers: HashMap<Uuid, usize>,
+    admins: usize,
+    budget: FrameBudget,
+    shed: HashMap<Uuid, Shed>,
+    trailing_scheduled: bool,
     /// Per organisation, per event type, the newest events first.
     recent: HashMap<Uuid, HashMap<String, VecDeque<Arc<FeedEvent>>>>,
     recent_per_type: usize,
@@ -178,14 +206,19 @@ pub struct Broadcaster {
 
 impl Broadcaster {
     pub fn new(
-        recent_per_type: usize,
-        pool_size: usize,
+        config: &crate::config::FeedConfig,
         history: Vec<FeedEvent>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (recent_per_type, pool_size) = (config.recent_per_type, config.pool_size);
         let mut b = Broadcaster {
             sessions: HashMap::new(),
             next_id: 0,
+            watchers: HashMap::new(),
+            admins: 0,
+            budget: FrameBudget::new(config.max_frames_per_s, Instant::now()),
+            shed: HashMap::new(),
+            trailing_scheduled: false,
             recent: HashMap::new(),
             recent_per_type,
             pool_size,
@@ -247,8 +280,9 @@ impl Broadcaster {
         )
     }
 
-    /// Delivers `frame` to one session; false when the session must go.
-    fn offer(session: &mut Session, frame: &Arc<str>, stats: &mut FeedStats) -> bool {
+    /// Delivers any pending `lagged` notice and then `frame` (if any) to
+    /// one session; false when the session must go.
+    fn offer(session: &mut Session, frame: Option<&Arc<str>>, stats: &mut FeedStats) -> bool {
         if session.dropped > 0 {
             let lagged: Arc<str> =
                 format!("{{\"type\":\"lagged\",\"dropped\":{}}}", session.dropped).into();
@@ -261,6 +295,9 @@ impl Broadcaster {
                 Err(SendError::Full(_)) => {}
             }
         }
+        let Some(frame) = frame else {
+            return true;
+        };
         if session.dropped == 0 {
             match session.recipient.try_send(Frame {
                 text: frame.clone(),
@@ -282,6 +319,127 @@ impl Broadcaster {
     }
 }
 
+impl Broadcaster {
+    fn add_session(&mut self, id: usize, session: Session) {
+        match &session.caller {
+            Caller::Admin => self.admins += 1,
+            Caller::Org(o) => *self.watchers.entry(o.id).or_default() += 1,
+        }
+        self.sessions.insert(id, session);
+        self.metrics.feed_sessions.set(self.sessions.len() as i64);
+    }
+
+    fn remove_session(&mut self, id: usize) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        match &session.caller {
+            Caller::Admin => self.admins -= 1,
+            Caller::Org(o) => {
+                if let Some(n) = self.watchers.get_mut(&o.id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.watchers.remove(&o.id);
+                    }
+                }
+            }
+        }
+        self.metrics.feed_sessions.set(self.sessions.len() as i64);
+    }
+
+    /// Frames that sending `e` takes: one per session that may see it
+    /// (before type filters), two when they are also told they lagged.
+    fn cost(&self, e: &FeedEvent) -> usize {
+        let of = |id: &Uuid| self.watchers.get(id).copied().unwrap_or(0);
+        let viewers =
+            self.admins + of(&e.organisation.0) + e.reseller.as_ref().map_or(0, |r| of(&r.0));
+        viewers
+            * if self.shed.contains_key(&e.organisation.0) {
+                2
+            } else {
+                1
+            }
+    }
+
+    /// Sends `event` live if the budget allows; otherwise sheds it.
+    fn publish(&mut self, event: Arc<FeedEvent>, ctx: &mut Context<Self>) {
+        let cost = self.cost(&event);
+        if cost == 0 {
+            return;
+        }
+        let org = event.organisation.0;
+        if self.budget.try_take(cost, Instant::now()) {
+            let missed = self.shed.remove(&org).map(|s| s.by_type);
+            return self.fan_out(&event, missed.unwrap_or_default());
+        }
+        let shed = self.shed.entry(org).or_insert_with(|| Shed {
+            by_type: HashMap::new(),
+            latest: event.clone(),
+        });
+        *shed.by_type.entry(event.event.clone()).or_default() += 1;
+        shed.latest = event;
+        self.schedule_trailing(ctx);
+    }
+
+    /// Sends each organisation's newest shed event once the budget allows,
+    /// so every session catches up to the latest and learns what it missed.
+    fn schedule_trailing(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.trailing_scheduled, true) {
+            return;
+        }
+        ctx.run_later(TRAILING_TICK, |act, ctx| {
+            act.trailing_scheduled = false;
+            let orgs: Vec<Uuid> = act.shed.keys().copied().collect();
+            for org in orgs {
+                let latest = act.shed[&org].latest.clone();
+                let cost = act.cost(&latest);
+                if cost > 0 && !act.budget.try_take(cost, Instant::now()) {
+                    break;
+                }
+                let mut missed = act.shed.remove(&org).map(|s| s.by_type);
+                if let Some(n) = missed.as_mut().and_then(|m| m.get_mut(&latest.event)) {
+                    *n -= 1; // sent now, not missed
+                }
+                act.fan_out(&latest, missed.unwrap_or_default());
+            }
+            if !act.shed.is_empty() {
+                act.schedule_trailing(ctx);
+            }
+        });
+    }
+
+    /// Sends `event` to every session that may see it, each first told how
+    /// many of `missed` (shed events of the organisation, by type) it
+    /// would have received.
+    fn fan_out(&mut self, event: &FeedEvent, missed: HashMap<String, u64>) {
+        let frame: Arc<str> = event.frame().into();
+        let dropped_before = self.stats.dropped;
+        let mut gone = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if !event.visible_to(&s.caller) {
+                continue;
+            }
+            let n: u64 = missed
+                .iter()
+                .filter(|(t, _)| s.wants(t))
+                .map(|(_, n)| n)
+                .sum();
+            s.dropped += n;
+            self.stats.dropped += n;
+            let frame = s.wants(&event.event).then_some(&frame);
+            if !Self::offer(s, frame, &mut self.stats) {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            self.remove_session(id);
+        }
+        self.metrics
+            .feed_dropped
+            .inc_by(self.stats.dropped - dropped_before);
+    }
+}
+
 impl Actor for Broadcaster {
     type Context = Context<Self>;
 }
@@ -293,7 +451,7 @@ impl Handler<Connect> for Broadcaster {
         let id = self.next_id;
         self.next_id += 1;
         let hello = self.hello(&msg.caller, &msg.event_types);
-        self.sessions.insert(
+        self.add_session(
             id,
             Session {
                 recipient: msg.recipient,
@@ -305,7 +463,6 @@ impl Handler<Connect> for Broadcaster {
                 closer: msg.closer,
             },
         );
-        self.metrics.feed_sessions.set(self.sessions.len() as i64);
         MessageResult((id, hello))
     }
 }
@@ -314,8 +471,7 @@ impl Handler<Disconnect> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
-        self.sessions.remove(&msg.id);
-        self.metrics.feed_sessions.set(self.sessions.len() as i64);
+        self.remove_session(msg.id);
     }
 }
 
@@ -332,21 +488,10 @@ impl Handler<Subscribe> for Broadcaster {
 impl Handler<Publish> for Broadcaster {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         let event = Arc::new(msg.event);
-        let frame: Arc<str> = event.frame().into();
-        let dropped_before = self.stats.dropped;
-        let stats = &mut self.stats;
-        self.sessions.retain(|_, s| {
-            let wanted = event.visible_to(&s.caller)
-                && s.only.as_ref().is_none_or(|o| o.contains(&event.event));
-            !wanted || Self::offer(s, &frame, stats)
-        });
-        self.metrics
-            .feed_dropped
-            .inc_by(self.stats.dropped - dropped_before);
-        self.metrics.feed_sessions.set(self.sessions.len() as i64);
-        self.remember(event);
+        self.remember(event.clone());
+        self.publish(event, ctx);
     }
 }
 
@@ -357,6 +502,8 @@ impl Handler<CloseAll> for Broadcaster {
         for (_, s) in self.sessions.drain() {
             s.closer.do_send(GoingAway);
         }
+        self.watchers.clear();
+        self.admins = 0;
         self.metrics.feed_sessions.set(0);
     }
 }
@@ -403,7 +550,7 @@ mod tests {
         let mut big = event(Uuid::new_v4(), "x", 1);
         big.payload =
             actix_web::web::Bytes::from(format!("\"{}\"", "a".repeat(RECENT_PAYLOAD_LIMIT)));
-        let b = Broadcaster::new(10, 30, vec![big], Arc::new(Metrics::new()));
+        let b = Broadcaster::new(&Default::default(), vec![big], Arc::new(Metrics::new()));
         let snap = b.snapshot(&Caller::Admin);
         let v: serde_json::Value = serde_json::from_str(&snap[0].frame()).unwrap();
         assert!(v["payload"].is_null());
@@ -419,7 +566,7 @@ mod tests {
             }
         }
         history.reverse(); // newest first, as the store gives it
-        let b = Broadcaster::new(10, 30, history, Arc::new(Metrics::new()));
+        let b = Broadcaster::new(&Default::default(), history, Arc::new(Metrics::new()));
         let snap = b.snapshot(&Caller::Admin);
         assert_eq!(snap.len(), 30);
         assert!(snap

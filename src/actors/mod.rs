@@ -3,6 +3,7 @@
 
 pub mod broadcaster;
 pub mod delivery;
+pub mod feed_budget;
 pub mod feed_session;
 pub mod registry;
 

@@ -323,6 +323,76 @@ async fn subscribe_narrows_the_stream() {
     assert_eq!(c.events(1).await[0]["event"], ACTIVITY);
 }
 
+/// Reads until the event `last` arrives: (event ids seen, the event types
+/// seen, the sum of every `lagged` count).
+async fn read_until(c: &mut FeedClient, last: &Value) -> (Vec<Value>, Vec<Value>, u64) {
+    let (mut ids, mut kinds, mut lagged) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let m = c
+            .next(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("the newest event never came; saw {} events", ids.len()));
+        match m["type"].as_str() {
+            Some("lagged") => lagged += m["dropped"].as_u64().unwrap(),
+            Some("event") => {
+                ids.push(m["id"].clone());
+                kinds.push(m["event"].clone());
+                if &m["id"] == last {
+                    return (ids, kinds, lagged);
+                }
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn beyond_the_frame_budget_sessions_learn_what_they_missed_and_catch_up() {
+    let s = TestServer::start_with(|c| c.feed.max_frames_per_s = 40).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let mut all = FeedClient::connect(&s.base, &key).await;
+    let mut only = FeedClient::connect(&s.base, &key).await;
+    only.send_text(json!({"type": "subscribe", "events": [ACTIVITY]}).to_string())
+        .await;
+    crate::support::eventually(
+        "the subscription to apply",
+        Duration::from_secs(10),
+        async || {
+            s.ingest(&key, &desktop_event(APP, &org)).await;
+            s.ingest(&key, &desktop_event(ACTIVITY, &org)).await;
+            let e = only.events(1).await.remove(0);
+            (e["event"] == ACTIVITY).then_some(())
+        },
+    )
+    .await;
+    // Both sessions read past everything the warm-up sent.
+    let marker = s.ingest(&key, &desktop_event(ACTIVITY, &org)).await["id"].clone();
+    read_until(&mut all, &marker).await;
+    read_until(&mut only, &marker).await;
+
+    // Far more than 40 frames/s can carry to two sessions.
+    const N: usize = 100;
+    let mut last = Value::Null;
+    for i in 0..N {
+        let kind = if i % 2 == 0 { APP } else { ACTIVITY };
+        last = s.ingest(&key, &desktop_event(kind, &org)).await["id"].clone();
+    }
+    let (ids, _, lagged) = read_until(&mut all, &last).await;
+    assert!(lagged > 0, "some events were shed and reported");
+    assert_eq!(
+        ids.len() as u64 + lagged,
+        N as u64,
+        "every event sent or counted"
+    );
+    let (ids, kinds, lagged) = read_until(&mut only, &last).await;
+    assert!(kinds.iter().all(|k| k == ACTIVITY), "{kinds:?}");
+    assert_eq!(
+        ids.len() as u64 + lagged,
+        N as u64 / 2,
+        "a filtered session is told only of events it wants"
+    );
+}
+
 #[actix_web::test]
 async fn bad_tickets_are_refused_before_the_upgrade() {
     let s = TestServer::start().await;
