@@ -184,6 +184,9 @@ struct Shed {
     by_type: HashMap<String, u64>,
     /// The newest, sent when the budget allows.
     latest: Arc<FeedEvent>,
+    /// When the first was shed: the longest-waiting organisation is served
+    /// first.
+    since: Instant,
 }
 
 pub struct Broadcaster {
@@ -367,15 +370,19 @@ impl Broadcaster {
         if cost == 0 {
             return;
         }
-        let org = event.organisation.0;
-        if self.budget.try_take(cost, Instant::now()) {
-            let missed = self.shed.remove(&org).map(|s| s.by_type);
-            return self.fan_out(&event, missed.unwrap_or_default());
+        // While anything waits, new events queue behind it, so a busy
+        // organisation cannot take every refilled frame from quieter ones.
+        if self.shed.is_empty() && self.budget.try_take(cost, Instant::now()) {
+            return self.fan_out(&event, HashMap::new());
         }
-        let shed = self.shed.entry(org).or_insert_with(|| Shed {
-            by_type: HashMap::new(),
-            latest: event.clone(),
-        });
+        let shed = self
+            .shed
+            .entry(event.organisation.0)
+            .or_insert_with(|| Shed {
+                by_type: HashMap::new(),
+                latest: event.clone(),
+                since: Instant::now(),
+            });
         *shed.by_type.entry(event.event.clone()).or_default() += 1;
         shed.latest = event;
         self.schedule_trailing(ctx);
@@ -389,8 +396,10 @@ impl Broadcaster {
         }
         ctx.run_later(TRAILING_TICK, |act, ctx| {
             act.trailing_scheduled = false;
-            let orgs: Vec<Uuid> = act.shed.keys().copied().collect();
-            for org in orgs {
+            let mut waiting: Vec<(Instant, Uuid)> =
+                act.shed.iter().map(|(org, s)| (s.since, *org)).collect();
+            waiting.sort();
+            for (_, org) in waiting {
                 let latest = act.shed[&org].latest.clone();
                 let cost = act.cost(&latest);
                 if cost > 0 && !act.budget.try_take(cost, Instant::now()) {
