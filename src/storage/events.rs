@@ -58,7 +58,7 @@ impl Store {
     ///
     /// NB: plain inserts, not a sled transaction. sled 0.34 writes out and
     /// syncs its IO buffer twice for every transaction or batch, which made
-    /// ingest an order of magnitude slower. Atomicity is not needed: the
+    /// ingest 2.5 times slower. Atomicity is not needed: the
     /// flush that precedes the 202 covers every insert, and a crash before
     /// it leaves an unacknowledged event, which the producer sends again.
     /// The event goes first so a queued delivery always finds its body.
