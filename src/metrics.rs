@@ -92,7 +92,7 @@ impl Metrics {
                 &r,
                 IntCounter::new(
                     "feed_events_dropped_total",
-                    "Feed events dropped for lagging sessions",
+                    "Feed events not sent to a session (its buffer was full, or over the frame budget)",
                 )
                 .expect("valid"),
             ),

@@ -322,6 +322,7 @@ impl Broadcaster {
     }
 }
 
+/// Session bookkeeping and the budgeted fan-out.
 impl Broadcaster {
     fn add_session(&mut self, id: usize, session: Session) {
         match &session.caller {
@@ -356,12 +357,8 @@ impl Broadcaster {
         let of = |id: &Uuid| self.watchers.get(id).copied().unwrap_or(0);
         let viewers =
             self.admins + of(&e.organisation.0) + e.reseller.as_ref().map_or(0, |r| of(&r.0));
-        viewers
-            * if self.shed.contains_key(&e.organisation.0) {
-                2
-            } else {
-                1
-            }
+        let lagged = self.shed.contains_key(&e.organisation.0);
+        viewers * (1 + usize::from(lagged))
     }
 
     /// Sends `event` live if the budget allows; otherwise sheds it.

@@ -42,7 +42,7 @@ pub struct DeliveryActor {
     bodies: HashMap<Uuid, Bytes>,
     /// The pending wake-up for the next due delivery.
     timer: Option<(u64, SpawnHandle)>,
-    /// When (Unix ms) the queue was last loaded from sled.
+    /// When (Unix ms) the last load of the queue from sled finished.
     loaded_until: u64,
     /// Set at shutdown: send nothing new, answer these once idle.
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
