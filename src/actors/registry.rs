@@ -1,7 +1,8 @@
 //! The registry owns one supervised delivery actor per webhook, spread over
 //! a pool of arbiters (threads). It starts them at boot (resuming every
-//! stored queue), routes new deliveries to them, and starts, updates and
-//! stops them as webhooks are created, changed and deleted.
+//! stored queue, after dropping what is queued for deleted webhooks),
+//! routes new deliveries to them, and starts, updates and stops them as
+//! webhooks are created, changed and deleted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +102,11 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
+        match self.shared.store.purge_orphan_deliveries() {
+            Ok(0) => {}
+            Ok(n) => log::warn!("removed {n} queued deliveries of deleted webhooks"),
+            Err(e) => log::error!("cannot look for queued deliveries of deleted webhooks: {e}"),
+        }
         match self.shared.store.all_webhooks() {
             Ok(webhooks) => {
                 for w in webhooks {

@@ -10,14 +10,16 @@ use super::{Result, StorageError};
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 
 pub struct GroupCommit {
-    tx: mpsc::Sender<Waiter>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Waiter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
     /// The thread ends when the store (and so `tx`) is dropped.
     pub fn start(db: sled::Db, observer: super::FlushObserver) -> GroupCommit {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("hookrelay-flush".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -34,16 +36,33 @@ impl GroupCommit {
                 }
             })
             .expect("spawn flush thread");
-        GroupCommit { tx }
+        GroupCommit {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     pub async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or_else(|| StorageError::Flush("flusher stopped".into()))?
             .send(tx)
             .map_err(|_| StorageError::Flush("flusher stopped".into()))?;
         rx.await
             .map_err(|_| StorageError::Flush("flusher stopped".into()))?
             .map_err(StorageError::Flush)
+    }
+}
+
+/// Waits for the thread, so that once the last `Store` handle is gone so is
+/// its hold on the sled directory (and another process or store can open
+/// it at once).
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

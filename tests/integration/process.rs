@@ -1,9 +1,15 @@
-//! The real binary as a child process: restart keeps everything, the
-//! generated admin key is printed once and works across restarts.
+//! The real binary as a child process: restart keeps everything (and drops
+//! only what is queued for deleted webhooks), the generated admin key is
+//! printed once and works across restarts.
 
+use std::time::Duration;
+
+use hookrelay::domain::delivery::QueuedDelivery;
+use hookrelay::storage::Store;
 use serde_json::json;
+use uuid::Uuid;
 
-use crate::support::ChildServer;
+use crate::support::{ChildServer, ADMIN_KEY};
 
 #[actix_web::test]
 async fn restart_keeps_organisations_webhooks_and_secrets() {
@@ -73,6 +79,68 @@ async fn restart_keeps_organisations_webhooks_and_secrets() {
         .call("GET", "/v1/organisations", Some(&admin), None)
         .await;
     assert_eq!(status, 200, "the generated admin key still works");
+}
+
+fn queued(webhook_id: Uuid) -> QueuedDelivery {
+    QueuedDelivery {
+        id: Uuid::now_v7(),
+        webhook_id,
+        event_id: Uuid::now_v7(),
+        event: "desktop.app_tracking.captured".into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        created_at: 0,
+    }
+}
+
+#[actix_web::test]
+async fn a_restart_drops_what_is_queued_for_deleted_webhooks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)];
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (_, key) = api.org("acme").await;
+    // Inactive, so its queued delivery stays put across the restart.
+    let (status, w) = api
+        .call("POST", "/v1/webhooks", Some(&key),
+            Some(json!({"name": "kept", "url": "https://example.com/h", "events": ["*"], "active": false})))
+        .await;
+    assert_eq!(status, 201, "{w}");
+    let kept: Uuid = w["id"].as_str().unwrap().parse().unwrap();
+    assert!(server.terminate().success());
+
+    // What an ingest racing a delete leaves: a delivery queued for a
+    // webhook that no longer exists, next to one for a live webhook.
+    let deleted = Uuid::now_v7();
+    {
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        store.put_delivery(&queued(deleted)).unwrap();
+        store.put_delivery(&queued(kept)).unwrap();
+        store.flush_blocking().unwrap();
+    }
+
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    crate::support::eventually(
+        "the webhook actors to start",
+        Duration::from_secs(30),
+        async || {
+            let (_, health) = api.call("GET", "/healthz", None, None).await;
+            (health["webhook_actors"] == 1).then_some(())
+        },
+    )
+    .await;
+    assert!(server.terminate().success());
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    assert!(
+        store.queued_deliveries(deleted).unwrap().is_empty(),
+        "the orphan is gone"
+    );
+    assert_eq!(
+        store.queued_deliveries(kept).unwrap().len(),
+        1,
+        "the live webhook's delivery stays"
+    );
 }
 
 #[test]
