@@ -298,26 +298,30 @@ async fn a_stalled_client_is_dropped_for_while_others_get_everything() {
     assert!(told, "the stalled client was told it lagged");
 }
 
-#[actix_web::test]
-async fn subscribe_narrows_the_stream() {
-    let s = TestServer::start().await;
-    let (org, key) = s.org("acme", "organisation", None).await;
-    let mut c = FeedClient::connect(&s.base, &key).await;
+/// Narrows `c` to activity events and waits until the broadcaster applies
+/// it (ingesting app and activity pairs of `org` until only activity comes).
+async fn subscribe_to_activity(c: &mut FeedClient, s: &TestServer, org: &str, key: &str) {
     c.send_text(json!({"type": "subscribe", "events": [ACTIVITY]}).to_string())
         .await;
-    let probe = FeedClient::connect(&s.base, &key).await; // orders the subscribe before the ingests
-    drop(probe);
     crate::support::eventually(
         "the subscription to apply",
         Duration::from_secs(10),
         async || {
-            s.ingest(&key, &desktop_event(APP, &org)).await;
-            s.ingest(&key, &desktop_event(ACTIVITY, &org)).await;
+            s.ingest(key, &desktop_event(APP, org)).await;
+            s.ingest(key, &desktop_event(ACTIVITY, org)).await;
             let e = c.events(1).await.remove(0);
             (e["event"] == ACTIVITY).then_some(())
         },
     )
     .await;
+}
+
+#[actix_web::test]
+async fn subscribe_narrows_the_stream() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let mut c = FeedClient::connect(&s.base, &key).await;
+    subscribe_to_activity(&mut c, &s, &org, &key).await;
     s.ingest(&key, &desktop_event(APP, &org)).await;
     s.ingest(&key, &desktop_event(ACTIVITY, &org)).await;
     assert_eq!(c.events(1).await[0]["event"], ACTIVITY);
@@ -352,19 +356,7 @@ async fn beyond_the_frame_budget_sessions_learn_what_they_missed_and_catch_up() 
     let (org, key) = s.org("acme", "organisation", None).await;
     let mut all = FeedClient::connect(&s.base, &key).await;
     let mut only = FeedClient::connect(&s.base, &key).await;
-    only.send_text(json!({"type": "subscribe", "events": [ACTIVITY]}).to_string())
-        .await;
-    crate::support::eventually(
-        "the subscription to apply",
-        Duration::from_secs(10),
-        async || {
-            s.ingest(&key, &desktop_event(APP, &org)).await;
-            s.ingest(&key, &desktop_event(ACTIVITY, &org)).await;
-            let e = only.events(1).await.remove(0);
-            (e["event"] == ACTIVITY).then_some(())
-        },
-    )
-    .await;
+    subscribe_to_activity(&mut only, &s, &org, &key).await;
     // Both sessions read past everything the warm-up sent.
     let marker = s.ingest(&key, &desktop_event(ACTIVITY, &org)).await["id"].clone();
     read_until(&mut all, &marker).await;
