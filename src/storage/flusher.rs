@@ -43,14 +43,12 @@ impl GroupCommit {
     }
 
     pub async fn flush(&self) -> Result<()> {
+        let stopped = || StorageError::Flush("flusher stopped".into());
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .as_ref()
-            .ok_or_else(|| StorageError::Flush("flusher stopped".into()))?
-            .send(tx)
-            .map_err(|_| StorageError::Flush("flusher stopped".into()))?;
+        let sender = self.tx.as_ref().ok_or_else(stopped)?;
+        sender.send(tx).map_err(|_| stopped())?;
         rx.await
-            .map_err(|_| StorageError::Flush("flusher stopped".into()))?
+            .map_err(|_| stopped())?
             .map_err(StorageError::Flush)
     }
 }

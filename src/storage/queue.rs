@@ -38,25 +38,23 @@ impl Store {
 
     /// Removes queued deliveries whose webhook no longer exists (an ingest
     /// that raced the webhook's deletion can leave some); returns how many.
+    /// Reads one key per webhook with a queue, jumping from one webhook's
+    /// entries to the next, so it costs little at start-up.
     /// NB: a webhook's record is stored before anything can be queued for
     /// it, so one created meanwhile is never mistaken for deleted.
     pub fn purge_orphan_deliveries(&self) -> Result<usize> {
-        let (mut removed, mut owner) = (0, None::<(Vec<u8>, bool)>);
-        for key in self.inner.queue.iter().keys() {
-            let key = key?;
-            let prefix = &key[..key.len().min(16)];
-            let exists = match &owner {
-                Some((p, exists)) if p.as_slice() == prefix => *exists,
-                _ => {
-                    let exists = self.inner.webhooks.contains_key(prefix)?;
-                    owner = Some((prefix.to_vec(), exists));
-                    exists
+        let (queue, mut removed) = (&self.inner.queue, 0);
+        let mut from = Vec::new();
+        while let Some((key, _)) = queue.range(from.as_slice()..).next().transpose()? {
+            let owner = &key[..key.len().min(16)];
+            if !self.inner.webhooks.contains_key(owner)? {
+                for orphan in queue.scan_prefix(owner).keys() {
+                    queue.remove(orphan?)?;
+                    removed += 1;
                 }
-            };
-            if !exists {
-                self.inner.queue.remove(&key)?;
-                removed += 1;
             }
+            // Past every key of this owner (keys are owner + 16 bytes).
+            from = [owner, &[0xff; 17]].concat();
         }
         Ok(removed)
     }
