@@ -72,7 +72,12 @@ async fn fan_out_follows_the_routing_rule_and_every_delivery_verifies() {
     let app_copy = c_rx.all().remove(0);
     let body: Value = serde_json::from_slice(&app_copy.body).unwrap();
     assert_eq!(body, sent, "the payload arrives as published");
-    let log = log_of(&s, &ckey, c_hook["id"].as_str().unwrap()).await;
+    // Receipt comes before the attempt is logged: wait for the entry.
+    let log = eventually("the child's log entry", WAIT, async || {
+        let log = log_of(&s, &ckey, c_hook["id"].as_str().unwrap()).await;
+        (!log.is_empty()).then_some(log)
+    })
+    .await;
     assert_eq!(
         (
             log.len(),
@@ -275,7 +280,11 @@ async fn ordered_webhooks_deliver_one_at_a_time_in_event_order() {
         );
     }
     eventually("7 requests", WAIT, async || (rx.count() == 7).then_some(())).await;
-    let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+    let log = eventually("7 log entries", WAIT, async || {
+        let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+        (log.len() == 7).then_some(log)
+    })
+    .await;
     let order: Vec<&str> = log
         .iter()
         .rev()
@@ -370,11 +379,13 @@ async fn redelivery_sends_the_event_again_under_a_new_id() {
     let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
     let id = hook["id"].as_str().unwrap();
     s.ingest(&key, &desktop_event(APP, &org)).await;
-    eventually("the first delivery", WAIT, async || {
-        (rx.count() == 1).then_some(())
+    // The receiver sees the request before the attempt is logged: wait for
+    // the log entry, not the receipt.
+    let first = eventually("the first delivery's log entry", WAIT, async || {
+        log_of(&s, &key, id).await.into_iter().next()
     })
     .await;
-    let first = log_of(&s, &key, id).await.remove(0);
+    assert_eq!(rx.count(), 1);
     let path = format!(
         "/v1/webhooks/{id}/deliveries/{}/redeliver",
         first["delivery_id"].as_str().unwrap()
