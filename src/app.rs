@@ -63,7 +63,9 @@ impl Application {
         let admin_key_hash = bootstrap_admin_key(&config, &store)?;
         let client = client_settings(&config);
         let delivery = delivery_context(&config, &store, client, metrics.clone());
-        let registry = Registry::new(Arc::new(delivery), config.workers()).start();
+        let registry = Registry::new(Arc::new(delivery), config.workers());
+        let directory = registry.directory();
+        let registry = registry.start();
         let history = feed_history(&store)?;
         let broadcaster = Broadcaster::new(&config.feed, history, metrics.clone()).start();
         Retention {
@@ -76,6 +78,7 @@ impl Application {
             catalog: Catalog::from_config(&config),
             config: config.clone(),
             registry: registry.clone(),
+            directory,
             admin_key_hash,
             client,
             simulations: Default::default(),

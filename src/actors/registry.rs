@@ -1,11 +1,12 @@
 //! The registry owns one supervised delivery actor per webhook, spread over
 //! a pool of arbiters (threads). It starts them at boot (resuming every
-//! stored queue, after dropping what is queued for deleted webhooks),
-//! routes new deliveries to them, and starts, updates and stops them as
-//! webhooks are created, changed and deleted.
+//! stored queue, after dropping what is queued for deleted webhooks), and
+//! starts, updates and stops them as webhooks are created, changed and
+//! deleted. It publishes who serves which webhook in a `Directory`, which
+//! the ingest path uses to hand new deliveries straight to their actors.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use actix_web::web::Bytes;
@@ -20,8 +21,76 @@ pub struct Registry {
     shared: Arc<DeliveryContext>,
     /// The delivery threads; they stop when the registry stops.
     arbiters: Vec<Arbiter>,
-    actors: HashMap<Uuid, Addr<DeliveryActor>>,
+    /// Written only by the registry.
+    actors: Directory,
     next_arbiter: usize,
+}
+
+/// The running actors by webhook id, readable from any thread.
+///
+/// NB: ingest sends new deliveries through this, not through the
+/// registry's mailbox: that would cost every event a hop through one more
+/// thread. A delivery whose actor is not listed yet is not lost: it is
+/// durable in sled before the lookup, and an actor loads its stored queue
+/// when it starts (see `insert_with`).
+#[derive(Clone, Default)]
+pub struct Directory(Arc<RwLock<HashMap<Uuid, Addr<DeliveryActor>>>>);
+
+impl Directory {
+    /// Hands durable deliveries of one event to their webhooks' actors.
+    pub fn deliver(&self, deliveries: Vec<QueuedDelivery>, body: Bytes) {
+        let actors = self.read();
+        for d in deliveries {
+            match actors.get(&d.webhook_id) {
+                Some(addr) => addr.do_send(delivery::Enqueue {
+                    delivery: d,
+                    body: body.clone(),
+                }),
+                None => log::debug!("delivery {} waits for its actor to start", d.id),
+            }
+        }
+    }
+
+    fn get(&self, id: &Uuid) -> Option<Addr<DeliveryActor>> {
+        self.read().get(id).cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn all(&self) -> Vec<Addr<DeliveryActor>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Lists the actor `start` starts.
+    ///
+    /// NB: `start` runs under the write lock. The actor may load its stored
+    /// queue before it is listed; holding the lock makes any lookup in that
+    /// window wait for the listing instead of missing, so no delivery
+    /// stored after the load can go unsent.
+    fn insert_with(&self, id: Uuid, start: impl FnOnce() -> Addr<DeliveryActor>) {
+        let mut actors = self.write();
+        actors.insert(id, start());
+    }
+
+    fn remove(&self, id: &Uuid) -> Option<Addr<DeliveryActor>> {
+        self.write().remove(id)
+    }
+
+    fn drain(&self) -> Vec<Addr<DeliveryActor>> {
+        self.write().drain().map(|(_, a)| a).collect()
+    }
+
+    /// A panic while the lock is held cannot leave the map half-changed
+    /// (each change is one map call), so a poisoned lock is still usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Addr<DeliveryActor>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, Addr<DeliveryActor>>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A webhook was created or changed.
@@ -38,16 +107,6 @@ pub struct WebhookSaved {
 pub struct WebhookDeleted {
     /// The deleted webhook's id.
     pub id: Uuid,
-}
-
-/// Durable deliveries of one event, to hand to their webhooks' actors.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// One per subscribed webhook.
-    pub deliveries: Vec<QueuedDelivery>,
-    /// The event's canonical body, shared by all of them.
-    pub body: Bytes,
 }
 
 /// Makes one webhook's actor panic (tests of supervision).
@@ -83,18 +142,24 @@ impl Registry {
         Registry {
             shared,
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
-            actors: HashMap::new(),
+            actors: Directory::default(),
             next_arbiter: 0,
         }
     }
 
-    fn spawn(&mut self, webhook_id: Uuid) -> Addr<DeliveryActor> {
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+    /// Where ingest finds the actors; stays current while the registry runs.
+    pub fn directory(&self) -> Directory {
+        self.actors.clone()
+    }
+
+    /// Starts a webhook's actor on the next arbiter and lists it.
+    fn spawn(&mut self, webhook_id: Uuid) {
+        let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
         self.next_arbiter += 1;
         let shared = self.shared.clone();
-        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            DeliveryActor::new(webhook_id, shared)
-        })
+        self.actors.insert_with(webhook_id, || {
+            Supervisor::start_in_arbiter(&arbiter, move |_| DeliveryActor::new(webhook_id, shared))
+        });
     }
 }
 
@@ -110,8 +175,7 @@ impl Actor for Registry {
         match self.shared.store.all_webhooks() {
             Ok(webhooks) => {
                 for w in webhooks {
-                    let addr = self.spawn(w.id);
-                    self.actors.insert(w.id, addr);
+                    self.spawn(w.id);
                 }
                 log::info!(
                     "delivery registry started {} webhook actors",
@@ -123,7 +187,7 @@ impl Actor for Registry {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        for (_, addr) in self.actors.drain() {
+        for addr in self.actors.drain() {
             addr.do_send(delivery::Stop);
         }
         for arbiter in &self.arbiters {
@@ -140,10 +204,7 @@ impl Handler<WebhookSaved> for Registry {
             Some(addr) => addr.do_send(delivery::WebhookChanged {
                 webhook: msg.webhook,
             }),
-            None => {
-                let addr = self.spawn(msg.webhook.id);
-                self.actors.insert(msg.webhook.id, addr);
-            }
+            None => self.spawn(msg.webhook.id),
         }
     }
 }
@@ -154,22 +215,6 @@ impl Handler<WebhookDeleted> for Registry {
     fn handle(&mut self, msg: WebhookDeleted, _: &mut Context<Self>) {
         if let Some(addr) = self.actors.remove(&msg.id) {
             addr.do_send(delivery::Stop);
-        }
-    }
-}
-
-impl Handler<Deliver> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        for d in msg.deliveries {
-            match self.actors.get(&d.webhook_id) {
-                Some(addr) => addr.do_send(delivery::Enqueue {
-                    delivery: d,
-                    body: msg.body.clone(),
-                }),
-                None => log::warn!("delivery {} for unknown webhook {}", d.id, d.webhook_id),
-            }
         }
     }
 }
@@ -189,7 +234,7 @@ impl Handler<QueueDepth> for Registry {
     type Result = ResponseFuture<Option<usize>>;
 
     fn handle(&mut self, msg: QueueDepth, _: &mut Context<Self>) -> Self::Result {
-        let addr = self.actors.get(&msg.webhook_id).cloned();
+        let addr = self.actors.get(&msg.webhook_id);
         Box::pin(async move {
             match addr {
                 Some(a) => a.send(delivery::Depth).await.ok(),
@@ -213,7 +258,8 @@ impl Handler<DrainAll> for Registry {
     fn handle(&mut self, _: DrainAll, _: &mut Context<Self>) -> Self::Result {
         let drains: Vec<_> = self
             .actors
-            .values()
+            .all()
+            .iter()
             .map(|a| a.send(delivery::Drain))
             .collect();
         Box::pin(async move {

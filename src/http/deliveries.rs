@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use super::webhooks::visible_webhook;
 use super::{parse_id, AppState};
-use crate::actors::registry::Deliver;
 use crate::clock::{self, now_ms};
 use crate::domain::delivery::{AttemptError, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::organisation::Caller;
@@ -160,10 +159,7 @@ pub async fn redeliver(
     state.store.put_delivery(&delivery)?;
     state.store.flush().await?;
     let delivery_id = delivery.id;
-    state.registry.do_send(Deliver {
-        deliveries: vec![delivery],
-        body: Bytes::from(body),
-    });
+    state.directory.deliver(vec![delivery], Bytes::from(body));
     Ok(HttpResponse::Accepted().json(RedeliverOut {
         delivery_id,
         event_id: entry.event_id,

@@ -9,7 +9,6 @@ use uuid::Uuid;
 use super::body::read_json_body;
 use super::AppState;
 use crate::actors::broadcaster::{FeedEvent, Publish};
-use crate::actors::registry::Deliver;
 use crate::canonical::{canonicalize, CanonicalError};
 use crate::clock::now_ms;
 use crate::domain::delivery::QueuedDelivery;
@@ -148,10 +147,7 @@ pub async fn ingest(
     state.store.flush().await?;
     let count = deliveries.len();
     if count > 0 {
-        state.registry.do_send(Deliver {
-            deliveries,
-            body: accepted.body.clone(),
-        });
+        state.directory.deliver(deliveries, accepted.body.clone());
     }
     state
         .metrics

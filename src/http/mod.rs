@@ -27,7 +27,7 @@ use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
 use crate::actors::broadcaster::Broadcaster;
-use crate::actors::registry::Registry;
+use crate::actors::registry::{Directory, Registry};
 use crate::config::Config;
 use crate::domain::catalog::Catalog;
 use crate::error::ApiError;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub catalog: Catalog,
     pub registry: Addr<Registry>,
+    /// The delivery actors, for handing them new deliveries directly.
+    pub directory: Directory,
     pub admin_key_hash: [u8; 32],
     pub client: ClientSettings,
     pub simulations: simulations::SimulationSlots,
