@@ -12,6 +12,8 @@
 //! goes to sled.
 //! Loopback only; every loop is bounded in count and time.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -171,25 +173,30 @@ async fn latency(h: &Hookrelay, seen: &Seen, rate: f64, events: usize) -> (f64, 
         .finish();
     seen.arrivals.lock().unwrap().clear();
     let url = format!("{}/v1/events", h.base);
-    let sent: Mutex<Vec<(u64, Instant)>> = Mutex::new(Vec::new());
+    let sent = Rc::new(RefCell::new(Vec::with_capacity(events)));
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
-    join_all((1..=events as u64).map(|seq| {
-        let (client, url, sent) = (&client, &url, &sent);
-        async move {
-            let at = start + interval * (seq - 1) as u32;
-            actix_web::rt::time::sleep_until(at.into()).await;
-            let body = serde_json::to_vec(&event(&h.org, seq)).unwrap();
-            sent.lock().unwrap().push((seq, Instant::now()));
-            post(client, url, Some(&h.key), body).await;
+    // Each request is started when it is due, not all created up front:
+    // first-polling tens of thousands of futures at once stalls this
+    // thread and sends the first events in one artificial burst.
+    let mut requests = Vec::with_capacity(events);
+    for seq in 1..=events as u64 {
+        if start.elapsed() > LIMIT {
+            break;
         }
-    }))
-    .await;
+        actix_web::rt::time::sleep_until((start + interval * (seq - 1) as u32).into()).await;
+        let (client, url, key, sent) = (client.clone(), url.clone(), h.key.clone(), sent.clone());
+        let body = serde_json::to_vec(&event(&h.org, seq)).unwrap();
+        requests.push(actix_web::rt::spawn(async move {
+            sent.borrow_mut().push((seq, Instant::now()));
+            post(&client, &url, Some(&key), body).await;
+        }));
+    }
+    join_all(requests).await;
     while seen.arrivals.lock().unwrap().len() < events && start.elapsed() < LIMIT {
         actix_web::rt::time::sleep(Duration::from_millis(2)).await;
     }
-    let sent: std::collections::HashMap<u64, Instant> =
-        sent.into_inner().unwrap().into_iter().collect();
+    let sent: std::collections::HashMap<u64, Instant> = sent.take().into_iter().collect();
     let mut ms: Vec<f64> = seen
         .arrivals
         .lock()
