@@ -53,6 +53,7 @@ impl Application {
         // awc's rustls connector needs a process-wide provider; a second
         // install (tests start several servers) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tune_allocator();
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let flush_metric = metrics.flush_latency.clone();

@@ -43,3 +43,33 @@ pub mod storage;
 /// the allocator that ships.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Has the allocator keep freed memory for a second before returning it to
+/// the OS; mimalloc's default of 10 ms purged and then re-faulted the same
+/// pages under bursty load, which showed as ingest-to-receipt latency
+/// spikes (benches/delivery.rs, measure d). Idempotent.
+pub(crate) fn tune_allocator() {
+    use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+    // `mi_option_purge_delay` in mimalloc 3's mimalloc.h; the -sys crate
+    // names no constant for it. Set only if it holds the documented default
+    // (10 ms), so a renumbering in a later version cannot change another
+    // option.
+    const PURGE_DELAY: mi_option_t = 15;
+    // SAFETY: plain reads and writes of mimalloc's option table.
+    unsafe {
+        if mi_option_get(PURGE_DELAY) == 10 {
+            mi_option_set(PURGE_DELAY, 1000);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fails if a mimalloc upgrade moves or changes the option, which would
+    /// silently turn `tune_allocator` into a no-op.
+    #[test]
+    fn the_allocator_keeps_freed_memory_for_a_second() {
+        super::tune_allocator();
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(15) }, 1000);
+    }
+}
