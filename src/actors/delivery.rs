@@ -3,11 +3,15 @@
 //! event order when the webhook is `ordered`), records every attempt,
 //! schedules retries, and disables the webhook after sustained failure.
 //!
-//! A delivery leaves the sled queue only once it is delivered or has used
-//! every attempt, so a crash or a restart of this actor re-sends whatever
-//! was in flight: at least once.
+//! A first attempt arrives from ingest durable only through its event's
+//! record (`only_in_event`); the actor settles it once it is judged, and
+//! moves it to the sled queue if it must wait: for a retry, while the
+//! webhook cannot be delivered to, for longer than `SPILL_AFTER_MS`, at
+//! shutdown or before a restart. A delivery leaves the sled queue only
+//! once it is delivered or has used every attempt. So a crash or a
+//! restart of this actor re-sends whatever was in flight: at least once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +27,18 @@ use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::webhook::{Webhook, WebhookStatus};
 use crate::metrics::Metrics;
 use crate::net::client;
+use crate::storage::Store;
 
 /// Bodies kept in memory per actor for deliveries about to be sent, and
 /// the largest body kept; the rest are read from sled when their turn
 /// comes, so a stalled endpoint cannot pin many large screenshots.
 const BODY_CACHE: usize = 64;
 const BODY_CACHE_MAX_BYTES: usize = 1024 * 1024;
+
+/// How long a first attempt may wait in memory only; after that it goes to
+/// the sled queue, so the settled watermark (and with it the search at
+/// start-up after a crash) is never far behind.
+const SPILL_AFTER_MS: u64 = 10_000;
 
 pub struct DeliveryActor {
     webhook_id: Uuid,
@@ -38,7 +48,9 @@ pub struct DeliveryActor {
     queue: BTreeMap<Uuid, QueuedDelivery>,
     /// The same deliveries by due time.
     by_due: BTreeSet<(u64, Uuid)>,
-    in_flight: HashSet<Uuid>,
+    /// Those of them that are `only_in_event`, by creation time.
+    unstored: BTreeSet<(u64, Uuid)>,
+    in_flight: HashMap<Uuid, QueuedDelivery>,
     bodies: HashMap<Uuid, Bytes>,
     /// The pending wake-up for the next due delivery.
     timer: Option<(u64, SpawnHandle)>,
@@ -69,7 +81,10 @@ pub struct WebhookChanged {
 /// Stop for good (the webhook was deleted or the server is stopping).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Stop;
+pub struct Stop {
+    /// Deleted: drop what is queued; otherwise keep it in sled.
+    pub deleted: bool,
+}
 
 /// Panics inside the actor's guarded code, to exercise supervision.
 #[doc(hidden)]
@@ -90,7 +105,8 @@ impl DeliveryActor {
             webhook: None,
             queue: BTreeMap::new(),
             by_due: BTreeSet::new(),
-            in_flight: HashSet::new(),
+            unstored: BTreeSet::new(),
+            in_flight: HashMap::new(),
             bodies: HashMap::new(),
             timer: None,
             loaded_until: 0,
@@ -131,8 +147,12 @@ impl DeliveryActor {
     /// mailbox; one it already holds, or that has already left the sled
     /// queue (delivered meanwhile), must not be sent again.
     fn is_new(&self, d: &QueuedDelivery) -> bool {
-        if self.queue.contains_key(&d.id) || self.in_flight.contains(&d.id) {
+        if self.queue.contains_key(&d.id) || self.in_flight.contains_key(&d.id) {
             return false;
+        }
+        // Its `Enqueue` is its only way here: a load cannot have seen it.
+        if d.only_in_event {
+            return true;
         }
         // Made after the load finished, so the load cannot have seen it:
         // spares a sled read per delivery. (A clock step back only sends
@@ -148,13 +168,55 @@ impl DeliveryActor {
 
     fn insert(&mut self, d: QueuedDelivery) {
         self.by_due.insert((d.next_attempt_at, d.id));
+        if d.only_in_event {
+            self.unstored.insert((d.created_at, d.id));
+        }
         self.queue.insert(d.id, d);
     }
 
     fn take(&mut self, id: Uuid) -> Option<QueuedDelivery> {
         let d = self.queue.remove(&id)?;
         self.by_due.remove(&(d.next_attempt_at, id));
+        self.unstored.remove(&(d.created_at, id));
         Some(d)
+    }
+
+    /// Moves a first attempt that is only in memory to the sled queue.
+    fn store_in_queue(store: &Store, d: &mut QueuedDelivery) {
+        if !d.only_in_event {
+            return;
+        }
+        match store.put_delivery(d) {
+            Ok(()) => {
+                d.only_in_event = false;
+                store.settle(d.event_id);
+            }
+            // It stays unsettled: found in its event's record at restart.
+            Err(e) => log::error!("cannot queue delivery {}: {e}", d.id),
+        }
+    }
+
+    /// Moves queued first attempts made before `cutoff` (ms) to sled.
+    fn spill(&mut self, cutoff: u64) {
+        while let Some(&(at, id)) = self.unstored.first() {
+            if at >= cutoff {
+                break;
+            }
+            self.unstored.pop_first();
+            if let Some(d) = self.queue.get_mut(&id) {
+                Self::store_in_queue(&self.shared.store, d);
+            }
+        }
+    }
+
+    /// Ends a delivery for good: delivered, failed, dropped or deleted.
+    fn forget(&self, d: &QueuedDelivery) {
+        if d.only_in_event {
+            return self.shared.store.settle(d.event_id);
+        }
+        if let Err(e) = self.shared.store.remove_delivery(self.webhook_id, d.id) {
+            log::error!("cannot remove delivery {}: {e}", d.id);
+        }
     }
 
     /// Sends whatever is due, within the concurrency limit, and sets a
@@ -164,15 +226,19 @@ impl DeliveryActor {
         if self.draining.is_some() {
             return self.finish_drain();
         }
+        let now = now_ms();
         let Some(webhook) = self.webhook.clone().filter(Webhook::is_deliverable) else {
-            return;
+            return self.spill(u64::MAX); // it may wait for days
         };
+        self.spill(now.saturating_sub(SPILL_AFTER_MS));
+        if let Some(&(at, _)) = self.unstored.first() {
+            self.wake_at(at + SPILL_AFTER_MS, ctx);
+        }
         let limit = if webhook.ordered {
             1
         } else {
             self.shared.max_in_flight
         };
-        let now = now_ms();
         while self.in_flight.len() < limit {
             let next = if webhook.ordered {
                 self.queue
@@ -217,7 +283,7 @@ impl DeliveryActor {
                 Err(e) => return self.give_up(d, &e.to_string()),
             },
         };
-        self.in_flight.insert(d.id);
+        self.in_flight.insert(d.id, d.clone());
         let settings = self.shared.client;
         let webhook = webhook.clone();
         let attempt = async move {
@@ -261,16 +327,14 @@ impl DeliveryActor {
             d.id,
             self.webhook_id
         );
-        if let Err(e) = self.shared.store.remove_delivery(self.webhook_id, d.id) {
-            log::error!("cannot remove delivery {}: {e}", d.id);
-        }
+        self.forget(&d);
     }
 
     /// Judges one attempt: logs it, then removes, reschedules or fails the
     /// delivery and updates the webhook's failure bookkeeping.
     fn record(&mut self, mut d: QueuedDelivery, result: AttemptResult) {
         if self.webhook.is_none() {
-            return; // deleted while in flight
+            return self.forget(&d); // deleted while in flight
         }
         let attempt = d.attempts + 1;
         let now = now_ms();
@@ -295,8 +359,7 @@ impl DeliveryActor {
         // out, write nothing more for it (no orphan retry in the queue).
         self.note_outcome(ok, now);
         if self.webhook.is_none() {
-            let _ = store.remove_delivery(self.webhook_id, d.id);
-            return;
+            return self.forget(&d);
         }
         let entry = LogEntry::of_attempt(
             (d.id, d.event_id, &d.event),
@@ -305,24 +368,30 @@ impl DeliveryActor {
             &result,
             next_delay.map(|ms| now + ms),
         );
-        if let Err(e) = store.append_log(self.webhook_id, &entry) {
+        // NB: a retry is queued before its log entry is written: after a
+        // crash, a logged first attempt counts as settled at recovery.
+        let Some(delay) = next_delay else {
+            self.append_log(&entry);
+            return self.forget(&d);
+        };
+        d.attempts = attempt;
+        d.next_attempt_at = now + delay;
+        if let Err(e) = store.put_delivery(&d) {
+            log::error!("webhook {}: cannot update its queue: {e}", self.webhook_id);
+        }
+        self.append_log(&entry);
+        if std::mem::take(&mut d.only_in_event) {
+            store.settle(d.event_id);
+        }
+        self.insert(d);
+    }
+
+    fn append_log(&self, entry: &LogEntry) {
+        if let Err(e) = self.shared.store.append_log(self.webhook_id, entry) {
             log::error!(
                 "webhook {}: cannot write the delivery log: {e}",
                 self.webhook_id
             );
-        }
-        let queue_write = match next_delay {
-            Some(delay) => {
-                d.attempts = attempt;
-                d.next_attempt_at = now + delay;
-                let write = store.put_delivery(&d);
-                self.insert(d);
-                write
-            }
-            None => store.remove_delivery(self.webhook_id, d.id),
-        };
-        if let Err(e) = queue_write {
-            log::error!("webhook {}: cannot update its queue: {e}", self.webhook_id);
         }
     }
 
@@ -389,11 +458,15 @@ impl Actor for DeliveryActor {
 }
 
 impl Supervised for DeliveryActor {
-    /// Forget everything in memory; `started` reloads it from sled.
+    /// Moves first attempts that are only in memory (queued or in flight,
+    /// whose futures are dropped now) to sled, then forgets everything;
+    /// `started` reloads it from sled.
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.store_everything();
         self.webhook = None;
         self.queue.clear();
         self.by_due.clear();
+        self.unstored.clear();
         self.in_flight.clear();
         self.bodies.clear();
         self.timer = None;
@@ -435,6 +508,14 @@ impl Handler<WebhookChanged> for DeliveryActor {
 pub struct Drain;
 
 impl DeliveryActor {
+    /// Every first attempt held in memory, queued or in flight, to sled.
+    fn store_everything(&mut self) {
+        let store = &self.shared.store;
+        let held = self.queue.values_mut().chain(self.in_flight.values_mut());
+        held.for_each(|d| Self::store_in_queue(store, d));
+        self.unstored.clear();
+    }
+
     fn finish_drain(&mut self) {
         if self.in_flight.is_empty() {
             for waiter in self.draining.iter_mut().flat_map(std::mem::take) {
@@ -453,6 +534,7 @@ impl Handler<Drain> for DeliveryActor {
         if let Some((_, handle)) = self.timer.take() {
             ctx.cancel_future(handle);
         }
+        self.spill(u64::MAX); // queued deliveries wait in sled for the restart
         self.finish_drain();
         Box::pin(async move {
             let _ = rx.await;
@@ -463,7 +545,16 @@ impl Handler<Drain> for DeliveryActor {
 impl Handler<Stop> for DeliveryActor {
     type Result = ();
 
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
+        if msg.deleted {
+            // Deleting the webhook dropped its sled queue already.
+            let held = self.queue.values().chain(self.in_flight.values());
+            let store = &self.shared.store;
+            held.filter(|d| d.only_in_event)
+                .for_each(|d| store.settle(d.event_id));
+        } else {
+            self.store_everything();
+        }
         self.webhook = None;
         ctx.stop();
     }

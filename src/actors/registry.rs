@@ -16,6 +16,7 @@ use super::delivery::{self, DeliveryActor};
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::webhook::Webhook;
+use crate::storage::Store;
 
 pub struct Registry {
     shared: Arc<DeliveryContext>,
@@ -31,12 +32,22 @@ pub struct Registry {
 /// NB: ingest sends new deliveries through this, not through the
 /// registry's mailbox: that would cost every event a hop through one more
 /// thread. A delivery whose actor is not listed yet is not lost: it is
-/// durable in sled before the lookup, and an actor loads its stored queue
-/// when it starts (see `insert_with`).
-#[derive(Clone, Default)]
-pub struct Directory(Arc<RwLock<HashMap<Uuid, Addr<DeliveryActor>>>>);
+/// put in the queue tree while the read lock is held, and an actor loads
+/// its stored queue when it starts (see `insert_with`).
+#[derive(Clone)]
+pub struct Directory {
+    actors: Arc<RwLock<HashMap<Uuid, Addr<DeliveryActor>>>>,
+    store: Store,
+}
 
 impl Directory {
+    pub fn new(store: Store) -> Self {
+        Directory {
+            actors: Arc::default(),
+            store,
+        }
+    }
+
     /// Hands durable deliveries of one event to their webhooks' actors.
     pub fn deliver(&self, deliveries: Vec<QueuedDelivery>, body: Bytes) {
         let actors = self.read();
@@ -46,9 +57,24 @@ impl Directory {
                     delivery: d,
                     body: body.clone(),
                 }),
-                None => log::debug!("delivery {} waits for its actor to start", d.id),
+                None => self.store_for_later(d),
             }
         }
+    }
+
+    /// A delivery with no actor listed (yet) goes to the queue tree, where
+    /// the actor's start-up load finds it: it starts under the write lock,
+    /// so after this call's read lock is released.
+    fn store_for_later(&self, d: QueuedDelivery) {
+        if !d.only_in_event {
+            return; // already in the queue tree
+        }
+        if let Err(e) = self.store.put_delivery(&d) {
+            // Still recovered from its event's record at the next start.
+            log::error!("cannot queue delivery {}: {e}", d.id);
+            return;
+        }
+        self.store.settle(d.event_id);
     }
 
     fn get(&self, id: &Uuid) -> Option<Addr<DeliveryActor>> {
@@ -85,11 +111,11 @@ impl Directory {
     /// A panic while the lock is held cannot leave the map half-changed
     /// (each change is one map call), so a poisoned lock is still usable.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Addr<DeliveryActor>>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.actors.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, Addr<DeliveryActor>>> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.actors.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -140,9 +166,9 @@ pub struct QueueDepth {
 impl Registry {
     pub fn new(shared: Arc<DeliveryContext>, threads: usize) -> Self {
         Registry {
+            actors: Directory::new(shared.store.clone()),
             shared,
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
-            actors: Directory::default(),
             next_arbiter: 0,
         }
     }
@@ -188,7 +214,7 @@ impl Actor for Registry {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         for addr in self.actors.drain() {
-            addr.do_send(delivery::Stop);
+            addr.do_send(delivery::Stop { deleted: false });
         }
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -214,7 +240,7 @@ impl Handler<WebhookDeleted> for Registry {
 
     fn handle(&mut self, msg: WebhookDeleted, _: &mut Context<Self>) {
         if let Some(addr) = self.actors.remove(&msg.id) {
-            addr.do_send(delivery::Stop);
+            addr.do_send(delivery::Stop { deleted: true });
         }
     }
 }

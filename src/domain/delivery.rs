@@ -16,6 +16,11 @@ pub struct QueuedDelivery {
     pub attempts: u32,
     pub next_attempt_at: u64,
     pub created_at: u64,
+    /// Not in the queue tree: a first attempt, durable only through its
+    /// event's record and counted as unsettled until it is judged or
+    /// stored (see `storage/unsettled.rs`). Never stored itself.
+    #[serde(skip)]
+    pub only_in_event: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -155,6 +155,7 @@ pub async fn redeliver(
         attempts: 0,
         next_attempt_at: now,
         created_at: now,
+        only_in_event: false,
     };
     state.store.put_delivery(&delivery)?;
     state.store.flush().await?;

@@ -120,16 +120,17 @@ pub async fn ingest(
     .await?;
     let accepted = accept(&state, &caller, &raw)?;
     let env = &accepted.envelope;
+    let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
     let now = now_ms();
     let event = StoredEvent {
-        id: Uuid::now_v7(),
+        id: state.store.open_event(subscribers.len()),
         event: env.event.clone(),
         organisation_id: accepted.organisation.id,
         user_id: env.user_id.clone(),
         team_id: env.team_id.clone(),
         received_at: now,
     };
-    let deliveries: Vec<QueuedDelivery> = subscribers(&state, &accepted.organisation, &env.event)?
+    let deliveries: Vec<QueuedDelivery> = subscribers
         .iter()
         .map(|w| QueuedDelivery {
             id: Uuid::now_v7(),
@@ -139,6 +140,7 @@ pub async fn ingest(
             attempts: 0,
             next_attempt_at: now,
             created_at: now,
+            only_in_event: true,
         })
         .collect();
     state

@@ -19,31 +19,63 @@ pub struct StoredEvent {
     pub received_at: u64,
 }
 
-/// `[u32 header length][header][body]`: the body is kept as raw bytes so
-/// a multi-megabyte screenshot is never re-escaped.
-fn encode_event(e: &StoredEvent, body: &[u8]) -> Vec<u8> {
+/// The record's layout: `[ROUTED][u32 header length][header][u32 route
+/// count][routes: webhook id ++ delivery id, 32 bytes each][body]`. The
+/// routes are what recovers first attempts after a crash (see
+/// `unsettled.rs`); the body is kept as raw bytes so a multi-megabyte
+/// screenshot is never re-escaped. Records written before routes were kept
+/// lack the tag and the routes: `[u32 header length][header][body]`.
+const ROUTED: u8 = 0xE1;
+
+fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<u8> {
     let header = encode(e);
-    let mut out = Vec::with_capacity(4 + header.len() + body.len());
+    let mut out = Vec::with_capacity(9 + header.len() + 32 * routes.len() + body.len());
+    out.push(ROUTED);
     out.extend_from_slice(&(header.len() as u32).to_be_bytes());
     out.extend_from_slice(&header);
+    out.extend_from_slice(&(routes.len() as u32).to_be_bytes());
+    for d in routes {
+        out.extend_from_slice(&pair_key(d.webhook_id, d.id));
+    }
     out.extend_from_slice(body);
     out
 }
 
-fn decode_event(bytes: &[u8]) -> Result<(StoredEvent, &[u8])> {
+/// The parts of a stored record: header, routes (32-byte pairs), body.
+pub(super) struct Parts<'a> {
+    pub header: StoredEvent,
+    pub routes: &'a [u8],
+    pub body: &'a [u8],
+}
+
+pub(super) fn decode_event(bytes: &[u8]) -> Result<Parts<'_>> {
     let bad = || StorageError::Codec {
         what: "event",
         message: "truncated record".into(),
     };
-    let len = u32::from_be_bytes(
-        bytes
-            .get(..4)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?,
-    ) as usize;
-    let header = bytes.get(4..4 + len).ok_or_else(bad)?;
-    Ok((decode("event", header)?, &bytes[4 + len..]))
+    let (routed, rest) = match bytes.split_first() {
+        Some((&ROUTED, rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    let (header, rest) = take_sized(rest, 1).ok_or_else(bad)?;
+    let (routes, body) = if routed {
+        take_sized(rest, 32).ok_or_else(bad)?
+    } else {
+        (&rest[..0], rest)
+    };
+    Ok(Parts {
+        header: decode("event", header)?,
+        routes,
+        body,
+    })
+}
+
+/// Splits `[u32 count][count * unit bytes]` off the front of `bytes`.
+fn take_sized(bytes: &[u8], unit: usize) -> Option<(&[u8], &[u8])> {
+    let count = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let len = count.checked_mul(unit)?;
+    let rest = &bytes[4..];
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// The Unix ms a v7 UUID was made at.
@@ -53,34 +85,44 @@ pub(super) fn v7_millis(id: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Writes an event and its deliveries. Not yet durable: await `flush`
-    /// before acknowledging.
-    ///
-    /// NB: plain inserts, not a sled transaction. sled 0.34 writes out and
-    /// syncs its IO buffer twice for every transaction or batch, which made
-    /// ingest 2.5 times slower. Atomicity is not needed: the
-    /// flush that precedes the 202 covers every insert, and a crash before
-    /// it leaves an unacknowledged event, which the producer sends again.
-    /// The event goes first so a queued delivery always finds its body.
+    /// A new event id, counting `deliveries` unsettled first attempts
+    /// until each is settled (see `unsettled.rs`); pass it to
+    /// `insert_event`.
+    pub fn open_event(&self, deliveries: usize) -> Uuid {
+        self.inner.unsettled.open_event(deliveries)
+    }
+
+    /// Writes an event (with an id from `open_event`) and the routes of its
+    /// deliveries, in one insert: no queue entry is written for a first
+    /// attempt. Not yet durable: await `flush` before acknowledging. On
+    /// failure the deliveries are settled, as nothing will send them.
     pub fn insert_event(
         &self,
         e: &StoredEvent,
         body: &[u8],
         deliveries: &[QueuedDelivery],
     ) -> Result<()> {
-        let i = &self.inner;
-        i.events.insert(e.id.as_bytes(), encode_event(e, body))?;
-        for d in deliveries {
-            i.queue.insert(pair_key(d.webhook_id, d.id), encode(d))?;
+        let written = self
+            .inner
+            .events
+            .insert(e.id.as_bytes(), encode_event(e, deliveries, body));
+        if written.is_err() {
+            deliveries.iter().for_each(|d| self.settle(d.event_id));
         }
+        written?;
         Ok(())
+    }
+
+    /// A first attempt of `event_id` was judged or moved to the queue.
+    pub fn settle(&self, event_id: Uuid) {
+        self.inner.unsettled.settle(event_id);
     }
 
     pub fn event(&self, id: Uuid) -> Result<Option<(StoredEvent, Vec<u8>)>> {
         match self.inner.events.get(id.as_bytes())? {
             Some(v) => {
-                let (e, body) = decode_event(&v)?;
-                Ok(Some((e, body.to_vec())))
+                let parts = decode_event(&v)?;
+                Ok(Some((parts.header, parts.body.to_vec())))
             }
             None => Ok(None),
         }
@@ -91,8 +133,8 @@ impl Store {
         let mut out = Vec::new();
         for item in self.inner.events.iter().rev().take(limit) {
             let (_, v) = item?;
-            let (e, body) = decode_event(&v)?;
-            out.push((e, body.to_vec()));
+            let parts = decode_event(&v)?;
+            out.push((parts.header, parts.body.to_vec()));
         }
         Ok(out)
     }

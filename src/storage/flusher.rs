@@ -1,11 +1,15 @@
 //! Group commit: one thread flushes sled for every caller waiting at that
-//! moment, so concurrent acknowledgements share an fsync.
+//! moment, so concurrent acknowledgements share an fsync. The same thread
+//! runs a small job about once a second (storing the settled watermark).
 
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::{Result, StorageError};
+
+const SECOND: Duration = Duration::from_secs(1);
 
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 
@@ -17,17 +21,31 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// The thread ends when the store (and so `tx`) is dropped.
-    pub fn start(db: sled::Db, observer: super::FlushObserver) -> GroupCommit {
+    pub fn start(
+        db: sled::Db,
+        observer: super::FlushObserver,
+        every_second: Box<dyn Fn() + Send>,
+    ) -> GroupCommit {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let thread = std::thread::Builder::new()
             .name("hookrelay-flush".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let mut last_tick = Instant::now();
+                loop {
+                    if last_tick.elapsed() >= SECOND {
+                        every_second();
+                        last_tick = Instant::now();
+                    }
+                    let first = match rx.recv_timeout(SECOND) {
+                        Ok(first) => first,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     // NB: every waiter queued now wrote before queueing, so
                     // the flush that starts after draining covers them all.
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
                     observer(started.elapsed());
                     for w in batch {

@@ -1,5 +1,7 @@
 //! The delivery log: one entry per attempt, per webhook, newest last.
 
+use std::collections::HashSet;
+
 use uuid::Uuid;
 
 use super::codec::{decode, encode};
@@ -62,6 +64,21 @@ impl Store {
             entries,
             next_before: if more { last_seen } else { None },
         })
+    }
+
+    /// The delivery ids of a webhook's entries from `since` on.
+    pub(super) fn deliveries_logged_since(
+        &self,
+        webhook_id: Uuid,
+        since: Uuid,
+    ) -> Result<HashSet<Uuid>> {
+        let range = pair_key(webhook_id, since)..=pair_key(webhook_id, Uuid::max());
+        let mut ids = HashSet::new();
+        for item in self.inner.log.range(range) {
+            let entry: LogEntry = decode("log entry", &item?.1)?;
+            ids.insert(entry.delivery_id);
+        }
+        Ok(ids)
     }
 
     /// The newest entry whose id or delivery id is `id`.

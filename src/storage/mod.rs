@@ -3,14 +3,19 @@
 //!
 //! Trees and keys (every id is a UUID; v7 ids sort by creation time, and
 //! keys are big-endian bytes so sled's order is time order):
-//! - `meta`: `admin_key_hash` → sha256 of the generated admin key.
+//! - `meta`: `admin_key_hash` → sha256 of the generated admin key;
+//!   `settled_below` → the event id below which every first attempt is
+//!   settled.
 //! - `orgs`: org id → `Organisation`.
 //! - `api_keys`: sha256(api key) → org id.
 //! - `webhooks`: webhook id → `Webhook`; `webhooks_by_owner`: owner id ++
 //!   webhook id → ().
-//! - `events`: event id → `StoredEvent` header and raw canonical body.
+//! - `events`: event id → `StoredEvent` header, the routes of its
+//!   deliveries and the raw canonical body.
 //! - `queue`: webhook id ++ delivery id → `QueuedDelivery` (a webhook's
-//!   outstanding deliveries, in event order).
+//!   outstanding deliveries that are retries, redeliveries or were moved
+//!   out of memory; a first attempt is recovered from its event's record,
+//!   see `unsettled.rs`), in event order.
 //! - `log`: webhook id ++ entry id → `LogEntry`.
 //!
 //! NB: nothing written here is durable until `flush` returns; callers that
@@ -22,6 +27,7 @@ mod flusher;
 mod log;
 mod orgs;
 mod queue;
+mod unsettled;
 mod webhooks;
 
 use std::path::Path;
@@ -72,6 +78,7 @@ struct Inner {
     events: sled::Tree,
     queue: sled::Tree,
     log: sled::Tree,
+    unsettled: Arc<unsettled::Unsettled>,
     flusher: flusher::GroupCommit,
 }
 
@@ -91,8 +98,18 @@ impl Store {
             .flush_every_ms(Some(200))
             .open()?;
         let tree = |name: &str| db.open_tree(name);
+        let meta = tree("meta")?;
+        let unsettled = Arc::new(unsettled::Unsettled::default());
+        let every_second = {
+            let (meta, unsettled) = (meta.clone(), unsettled.clone());
+            Box::new(move || {
+                if let Err(e) = unsettled::save_watermark(&meta, &unsettled) {
+                    ::log::error!("cannot store the settled watermark: {e}");
+                }
+            })
+        };
         let inner = Inner {
-            meta: tree("meta")?,
+            meta,
             orgs: tree("orgs")?,
             api_keys: tree("api_keys")?,
             webhooks: tree("webhooks")?,
@@ -100,12 +117,18 @@ impl Store {
             events: tree("events")?,
             queue: tree("queue")?,
             log: tree("log")?,
-            flusher: flusher::GroupCommit::start(db.clone(), observer),
+            unsettled,
+            flusher: flusher::GroupCommit::start(db.clone(), observer, every_second),
             db,
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(inner),
-        })
+        };
+        match store.recover_first_attempts()? {
+            0 => {}
+            n => ::log::warn!("queued {n} first attempts that a crash interrupted"),
+        }
+        Ok(store)
     }
 
     /// Waits until everything written before this call is on disk.
@@ -115,7 +138,10 @@ impl Store {
     }
 
     /// Flushes from a thread that may block (shutdown, tests).
+    /// Stores the settled watermark first, to spare the next start-up a
+    /// search.
     pub fn flush_blocking(&self) -> Result<()> {
+        unsettled::save_watermark(&self.inner.meta, &self.inner.unsettled)?;
         self.inner.db.flush()?;
         Ok(())
     }

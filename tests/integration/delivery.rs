@@ -349,11 +349,10 @@ async fn deleting_a_webhook_drops_its_queue_at_once() {
     for _ in 0..3 {
         s.ingest(&key, &desktop_event(APP, &org)).await;
     }
-    eventually("three failed first attempts", WAIT, async || {
-        (rx.count() == 3).then_some(())
+    eventually("all three queued for a retry", WAIT, async || {
+        (rx.count() == 3 && s.app_store.queue_len() == 3).then_some(())
     })
     .await;
-    assert_eq!(s.app_store.queue_len(), 3, "all three wait for a retry");
     assert_eq!(
         s.call("DELETE", &format!("/v1/webhooks/{id}"), Some(&key), None)
             .await
@@ -454,6 +453,59 @@ async fn the_log_pages_with_a_cursor() {
         paged, all,
         "pages of two reassemble the whole log, newest first"
     );
+}
+
+#[actix_web::test]
+async fn a_restarted_actor_still_sends_the_first_attempts_it_held_in_memory() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.delay(300);
+    let (status, hook) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&key),
+            Some(json!({"name": "o", "url": rx.url, "events": ["*"], "ordered": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for _ in 0..3 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+    }
+    eventually("the first in flight", WAIT, async || {
+        (rx.count() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.app_store.queue_len(),
+        0,
+        "the other two wait in the actor's memory, not in the sled queue"
+    );
+    let crashed = s
+        .registry
+        .send(hookrelay::actors::registry::CrashActor {
+            webhook_id: hook["id"].as_str().unwrap().parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(crashed);
+    rx.delay(0);
+    let ids = |rx: &Receiver| -> std::collections::HashSet<String> {
+        rx.all()
+            .iter()
+            .flat_map(|r| r.headers.clone())
+            .filter_map(|(name, value)| (name == "x-webhook-id").then_some(value))
+            .collect()
+    };
+    eventually("all three deliveries", WAIT, async || {
+        (ids(&rx).len() == 3).then_some(())
+    })
+    .await;
+    eventually("nothing left unsettled", WAIT, async || {
+        (s.app_store.unsettled_count() == 0).then_some(())
+    })
+    .await;
 }
 
 #[actix_web::test]

@@ -1,11 +1,12 @@
 //! The real binary as a child process: restart keeps everything (and drops
 //! only what is queued for deleted webhooks), the generated admin key is
-//! printed once and works across restarts.
+//! printed once and works across restarts; first attempts a crash
+//! interrupted are queued again from their events' records.
 
 use std::time::Duration;
 
-use hookrelay::domain::delivery::QueuedDelivery;
-use hookrelay::storage::Store;
+use hookrelay::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
+use hookrelay::storage::{Store, StoredEvent};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -90,6 +91,7 @@ fn queued(webhook_id: Uuid) -> QueuedDelivery {
         attempts: 0,
         next_attempt_at: 0,
         created_at: 0,
+        only_in_event: false,
     }
 }
 
@@ -154,4 +156,116 @@ fn bad_config_stops_startup_naming_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HOOKRELAY_DELIVERY__MAX_IN_FLIGHT"), "{err}");
+}
+
+/// A first attempt of `event` for `webhook_id`, as ingest makes it.
+fn first_attempt(webhook_id: Uuid, event: Uuid) -> QueuedDelivery {
+    QueuedDelivery {
+        event_id: event,
+        only_in_event: true,
+        ..queued(webhook_id)
+    }
+}
+
+fn stored_event(id: Uuid) -> StoredEvent {
+    StoredEvent {
+        id,
+        event: "desktop.app_tracking.captured".into(),
+        organisation_id: Uuid::nil(),
+        user_id: None,
+        team_id: None,
+        received_at: 0,
+    }
+}
+
+fn delivered_entry(d: &QueuedDelivery) -> LogEntry {
+    let result = AttemptResult {
+        status_code: Some(200),
+        latency_ms: 1,
+        response_body: String::new(),
+        truncated: false,
+        error: None,
+        request_headers: vec![],
+        attempted_at: 0,
+        retry_after_ms: None,
+    };
+    LogEntry::of_attempt(
+        (d.id, d.event_id, &d.event),
+        1,
+        Outcome::Delivered,
+        &result,
+        None,
+    )
+}
+
+#[actix_web::test]
+async fn a_restart_queues_first_attempts_that_a_crash_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)];
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (_, key) = api.org("acme").await;
+    let (status, w) = api
+        .call("POST", "/v1/webhooks", Some(&key),
+            Some(json!({"name": "w", "url": "https://example.com/h", "events": ["*"], "active": false})))
+        .await;
+    assert_eq!(status, 201, "{w}");
+    let hook: Uuid = w["id"].as_str().unwrap().parse().unwrap();
+    assert!(server.terminate().success());
+
+    // What a process leaves when it dies: an old event whose delivery was
+    // settled, and a newer one whose four deliveries are in every state.
+    let (old, lost, logged, retrying, orphan);
+    {
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let event = store.open_event(1);
+        old = first_attempt(hook, event);
+        store
+            .insert_event(&stored_event(event), b"{}", std::slice::from_ref(&old))
+            .unwrap();
+        store.settle(event); // judged; its log entry is not needed here
+
+        let event = store.open_event(4);
+        (lost, logged, retrying) = (
+            first_attempt(hook, event),
+            first_attempt(hook, event),
+            first_attempt(hook, event),
+        );
+        orphan = first_attempt(Uuid::now_v7(), event);
+        let all = [
+            lost.clone(),
+            logged.clone(),
+            retrying.clone(),
+            orphan.clone(),
+        ];
+        store
+            .insert_event(&stored_event(event), b"{}", &all)
+            .unwrap();
+        store.append_log(hook, &delivered_entry(&logged)).unwrap();
+        let retry = QueuedDelivery {
+            attempts: 1,
+            next_attempt_at: 99,
+            only_in_event: false,
+            ..retrying.clone()
+        };
+        store.put_delivery(&retry).unwrap();
+        store.flush_blocking().unwrap();
+    }
+
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let mut queued: Vec<(Uuid, u32)> = store
+        .queued_deliveries(hook)
+        .unwrap()
+        .iter()
+        .map(|d| (d.id, d.attempts))
+        .collect();
+    queued.sort();
+    let mut expected = vec![(lost.id, 0), (retrying.id, 1)];
+    expected.sort();
+    assert_eq!(
+        queued, expected,
+        "only the first attempt with no trace is queued again, next to the stored retry \
+         (not the one below the watermark, the logged one, or the deleted webhook's)"
+    );
+    assert_eq!(store.queue_len(), 2);
 }

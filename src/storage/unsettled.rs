@@ -1,0 +1,176 @@
+//! First attempts that are durable only through their event's record.
+//!
+//! Ingest writes no queue entry for a delivery's first attempt: the event
+//! record lists its deliveries, and that is enough to recover them. A
+//! delivery is *settled* once its first attempt is judged (its log entry
+//! is written, and a queue entry too if it will be retried) or once it is
+//! moved to the queue for another reason. This module counts the unsettled
+//! deliveries per event and derives the watermark: every delivery of every
+//! event whose id is below it is settled. The store persists the watermark
+//! now and then; at start-up only events from there on are searched for
+//! deliveries whose first attempt never happened.
+//!
+//! NB: the watermark is only safe if no event can get an id below it later,
+//! so event ids are made here, under the same lock that computes it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use super::events::decode_event;
+use super::{Result, Store};
+use crate::clock::now_ms;
+use crate::domain::delivery::QueuedDelivery;
+
+/// `meta` key of the persisted watermark.
+const WATERMARK: &[u8] = b"settled_below";
+
+#[derive(Default)]
+pub struct Unsettled {
+    /// Event id → how many of its deliveries are unsettled (never 0).
+    events: Mutex<BTreeMap<Uuid, usize>>,
+}
+
+impl Unsettled {
+    /// A new event id, with `deliveries` unsettled deliveries counted.
+    pub fn open_event(&self, deliveries: usize) -> Uuid {
+        let mut events = self.lock();
+        let id = Uuid::now_v7();
+        if deliveries > 0 {
+            events.insert(id, deliveries);
+        }
+        id
+    }
+
+    /// One delivery of `event_id` is settled.
+    pub fn settle(&self, event_id: Uuid) {
+        let mut events = self.lock();
+        if let Some(n) = events.get_mut(&event_id) {
+            *n -= 1;
+            if *n == 0 {
+                events.remove(&event_id);
+            }
+        }
+    }
+
+    /// Every delivery of every event with a smaller id is settled.
+    pub fn watermark(&self) -> Uuid {
+        let events = self.lock();
+        match events.keys().next() {
+            Some(oldest) => *oldest,
+            // Any event opened from now on gets a larger id: v7 ids made
+            // in one process are monotonic, and opening takes this lock.
+            None => Uuid::now_v7(),
+        }
+    }
+
+    /// Unsettled deliveries in all (for tests and metrics).
+    pub fn count(&self) -> usize {
+        self.lock().values().sum()
+    }
+
+    /// Each change is one map call, so a poisoned lock is still consistent.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, usize>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Stores the current watermark in `meta`; durable with the next flush.
+///
+/// NB: every settle counted before this call followed its own writes, so
+/// those writes precede this one in sled's log, and sled recovers a prefix
+/// of its log: a recovered watermark never runs ahead of what it covers.
+pub(super) fn save_watermark(meta: &sled::Tree, unsettled: &Unsettled) -> Result<()> {
+    meta.insert(WATERMARK, unsettled.watermark().as_bytes())?;
+    Ok(())
+}
+
+impl Store {
+    /// At start-up, before any actor runs: queues every first attempt that
+    /// an event at or above the stored watermark lists, that was never
+    /// settled (no queue entry, no log entry), and whose webhook still
+    /// exists. Then stores a watermark of this process, so no event made
+    /// from now on is below the stored one. Returns how many it queued.
+    pub(super) fn recover_first_attempts(&self) -> Result<usize> {
+        let i = &self.inner;
+        let from = i
+            .meta
+            .get(WATERMARK)?
+            .and_then(|v| Uuid::from_slice(&v).ok())
+            .unwrap_or(Uuid::nil());
+        let mut logged: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+        let mut recovered = 0;
+        for item in i.events.range(from.as_bytes().as_slice()..) {
+            let (_, record) = item?;
+            let event = decode_event(&record)?;
+            for route in event.routes.chunks_exact(32) {
+                let (webhook, id) = (&route[..16], &route[16..]);
+                if i.queue.contains_key(route)? || !i.webhooks.contains_key(webhook)? {
+                    continue;
+                }
+                let webhook_id = Uuid::from_slice(webhook).unwrap_or_default();
+                let id = Uuid::from_slice(id).unwrap_or_default();
+                let seen = match logged.entry(webhook_id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(self.deliveries_logged_since(webhook_id, from)?)
+                    }
+                };
+                if seen.contains(&id) {
+                    continue;
+                }
+                self.put_delivery(&QueuedDelivery {
+                    id,
+                    webhook_id,
+                    event_id: event.header.id,
+                    event: event.header.event.clone(),
+                    attempts: 0,
+                    next_attempt_at: now_ms(),
+                    created_at: event.header.received_at,
+                    only_in_event: false,
+                })?;
+                recovered += 1;
+            }
+        }
+        save_watermark(&i.meta, &i.unsettled)?;
+        self.flush_blocking()?;
+        Ok(recovered)
+    }
+
+    /// Unsettled first attempts in memory (for metrics and tests).
+    pub fn unsettled_count(&self) -> usize {
+        self.inner.unsettled.count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_waits_for_the_oldest_unsettled_event() {
+        let u = Unsettled::default();
+        let a = u.open_event(2);
+        let b = u.open_event(1);
+        assert_eq!(u.watermark(), a);
+        u.settle(a);
+        assert_eq!(u.watermark(), a, "one delivery of a is still unsettled");
+        u.settle(a);
+        assert_eq!(u.watermark(), b);
+        u.settle(b);
+        let w = u.watermark();
+        assert!(w > b, "with nothing unsettled it passes every event");
+        assert!(u.open_event(1) > w, "a later event is never below it");
+        assert_eq!(u.count(), 1);
+    }
+
+    #[test]
+    fn an_event_without_deliveries_holds_nothing_back() {
+        let u = Unsettled::default();
+        let e = u.open_event(0);
+        assert!(u.watermark() > e);
+        u.settle(e); // harmless
+        assert_eq!(u.count(), 0);
+    }
+}
