@@ -9,7 +9,9 @@
 //! (f) the storage alone: hookrelay's own store doing (b)'s and (c)'s
 //! writes and flushes at the same concurrency on every core, with no HTTP
 //! at all: an upper bound on (b) and (c) while every event and attempt
-//! goes to sled.
+//! goes to sled; and (g) a bare relay: the same HTTP stack answering 202
+//! and forwarding each request with awc, storing nothing: an upper bound on
+//! (b) from HTTP alone.
 //! Loopback only; every loop is bounded in count and time.
 
 use std::cell::RefCell;
@@ -378,6 +380,46 @@ async fn store_writes(
     }
 }
 
+/// (g) A bare relay on the same two-worker HTTP stack: every request is
+/// answered 202 at once and forwarded with awc to the receiver; nothing is
+/// parsed, stored or signed. Deliveries/s: what HTTP alone leaves for (b).
+async fn bare_relay(target: &str, seen: &Seen, body: &[u8], events: usize) -> f64 {
+    let target = target.to_string();
+    let server = HttpServer::new(move || {
+        let target = target.clone();
+        App::new().default_service(web::to(move |body: web::Bytes| {
+            let target = target.clone();
+            actix_web::rt::spawn(async move {
+                thread_local!(static CLIENT: awc::Client = awc::Client::default());
+                let client = CLIENT.with(|c| c.clone());
+                post(&client, &target, None, body.to_vec()).await;
+            });
+            async { HttpResponse::Accepted().finish() }
+        }))
+    })
+    .workers(2)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}/relay", server.addrs()[0].port());
+    actix_web::rt::spawn(server.run());
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let before = seen.count.load(Ordering::SeqCst);
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    join_all((0..CONCURRENCY).map(|_| async {
+        while next.fetch_add(1, Ordering::Relaxed) < events && start.elapsed() < LIMIT {
+            assert_eq!(post(&client, &url, None, body.to_vec()).await, 202);
+        }
+    }))
+    .await;
+    while seen.count.load(Ordering::SeqCst) < before + events && start.elapsed() < LIMIT {
+        actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    (seen.count.load(Ordering::SeqCst) - before) as f64 / start.elapsed().as_secs_f64()
+}
+
 /// `cargo bench --bench delivery -- b c` runs only the named measures
 /// (for profiling one at a time); no names runs them all.
 fn wanted(part: &str) -> bool {
@@ -415,6 +457,11 @@ fn main() {
             let one = storage_ceiling(10_000, 1);
             let hundred = storage_ceiling(200, 100);
             rows.push(format!("| (f) the store alone, (b)'s and (c)'s writes, no HTTP | 1 webhook: {one:.0} deliveries/s = {:.0} % of (a); 100 webhooks: {hundred:.0} = {:.0} % | context |", one / raw * 100.0, hundred / raw * 100.0));
+        }
+        if wanted("g") {
+            bare_relay(&url, &seen, &body, 2_000).await; // warm-up
+            let relay = bare_relay(&url, &seen, &body, 40_000).await;
+            rows.push(format!("| (g) a bare relay (202, forward with awc; no parsing, storage or signing) | {relay:.0} deliveries/s = {:.0} % of (a) | context |", relay / raw * 100.0));
         }
         if wanted("e") {
             rows.push(match ten_thousand_webhooks().await {
