@@ -376,11 +376,12 @@ impl DeliveryActor {
         };
         d.attempts = attempt;
         d.next_attempt_at = now + delay;
-        if let Err(e) = store.put_delivery(&d) {
+        let queued = store.put_delivery(&d);
+        if let Err(e) = &queued {
             log::error!("webhook {}: cannot update its queue: {e}", self.webhook_id);
         }
         self.append_log(&entry);
-        if std::mem::take(&mut d.only_in_event) {
+        if queued.is_ok() && std::mem::take(&mut d.only_in_event) {
             store.settle(d.event_id);
         }
         self.insert(d);
