@@ -255,21 +255,26 @@ async fn a_hanging_receiver_does_not_delay_another_webhook() {
     slow.handle.stop(false).await;
 }
 
+async fn ordered_webhook(s: &TestServer, key: &str, url: &str) -> Value {
+    let (status, hook) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(key),
+            Some(json!({"name": "o", "url": url, "events": ["*"], "ordered": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    hook
+}
+
 #[actix_web::test]
 async fn ordered_webhooks_deliver_one_at_a_time_in_event_order() {
     let s = TestServer::start().await;
     let (org, key) = s.org("acme", "organisation", None).await;
     let rx = Receiver::start().await;
     rx.fail_first(2);
-    let (status, hook) = s
-        .call(
-            "POST",
-            "/v1/webhooks",
-            Some(&key),
-            Some(json!({"name": "o", "url": rx.url, "events": ["*"], "ordered": true})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let hook = ordered_webhook(&s, &key, &rx.url).await;
     let mut sent = Vec::new();
     for _ in 0..5 {
         sent.push(
@@ -461,15 +466,7 @@ async fn a_restarted_actor_still_sends_the_first_attempts_it_held_in_memory() {
     let (org, key) = s.org("acme", "organisation", None).await;
     let rx = Receiver::start().await;
     rx.delay(300);
-    let (status, hook) = s
-        .call(
-            "POST",
-            "/v1/webhooks",
-            Some(&key),
-            Some(json!({"name": "o", "url": rx.url, "events": ["*"], "ordered": true})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let hook = ordered_webhook(&s, &key, &rx.url).await;
     for _ in 0..3 {
         s.ingest(&key, &desktop_event(APP, &org)).await;
     }

@@ -82,6 +82,23 @@ async fn restart_keeps_organisations_webhooks_and_secrets() {
     assert_eq!(status, 200, "the generated admin key still works");
 }
 
+const ENV: [(&str, &str); 1] = [("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)];
+
+/// Has the real binary store an organisation with one inactive webhook
+/// (so nothing queued for it is sent across restarts); its id.
+async fn inactive_webhook(dir: &std::path::Path) -> Uuid {
+    let server = ChildServer::start(dir, &ENV);
+    let api = server.client();
+    let (_, key) = api.org("acme").await;
+    let (status, w) = api
+        .call("POST", "/v1/webhooks", Some(&key),
+            Some(json!({"name": "w", "url": "https://example.com/h", "events": ["*"], "active": false})))
+        .await;
+    assert_eq!(status, 201, "{w}");
+    assert!(server.terminate().success());
+    w["id"].as_str().unwrap().parse().unwrap()
+}
+
 fn queued(webhook_id: Uuid) -> QueuedDelivery {
     QueuedDelivery {
         id: Uuid::now_v7(),
@@ -98,18 +115,7 @@ fn queued(webhook_id: Uuid) -> QueuedDelivery {
 #[actix_web::test]
 async fn a_restart_drops_what_is_queued_for_deleted_webhooks_only() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)];
-    let server = ChildServer::start(dir.path(), &env);
-    let api = server.client();
-    let (_, key) = api.org("acme").await;
-    // Inactive, so its queued delivery stays put across the restart.
-    let (status, w) = api
-        .call("POST", "/v1/webhooks", Some(&key),
-            Some(json!({"name": "kept", "url": "https://example.com/h", "events": ["*"], "active": false})))
-        .await;
-    assert_eq!(status, 201, "{w}");
-    let kept: Uuid = w["id"].as_str().unwrap().parse().unwrap();
-    assert!(server.terminate().success());
+    let kept = inactive_webhook(dir.path()).await;
 
     // What an ingest racing a delete leaves: a delivery queued for a
     // webhook that no longer exists, next to one for a live webhook.
@@ -121,7 +127,7 @@ async fn a_restart_drops_what_is_queued_for_deleted_webhooks_only() {
         store.flush_blocking().unwrap();
     }
 
-    let server = ChildServer::start(dir.path(), &env);
+    let server = ChildServer::start(dir.path(), &ENV);
     let api = server.client();
     crate::support::eventually(
         "the webhook actors to start",
@@ -201,17 +207,7 @@ fn delivered_entry(d: &QueuedDelivery) -> LogEntry {
 #[actix_web::test]
 async fn a_restart_queues_first_attempts_that_a_crash_interrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY)];
-    let server = ChildServer::start(dir.path(), &env);
-    let api = server.client();
-    let (_, key) = api.org("acme").await;
-    let (status, w) = api
-        .call("POST", "/v1/webhooks", Some(&key),
-            Some(json!({"name": "w", "url": "https://example.com/h", "events": ["*"], "active": false})))
-        .await;
-    assert_eq!(status, 201, "{w}");
-    let hook: Uuid = w["id"].as_str().unwrap().parse().unwrap();
-    assert!(server.terminate().success());
+    let hook = inactive_webhook(dir.path()).await;
 
     // What a process leaves when it dies: an old event whose delivery was
     // settled, and a newer one whose four deliveries are in every state.
