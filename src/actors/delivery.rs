@@ -64,10 +64,44 @@ pub struct DeliveryActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Enqueue {
-    /// The queued record.
-    pub delivery: QueuedDelivery,
+    /// The queued record; taken by the handler.
+    delivery: Option<QueuedDelivery>,
     /// The event body, shared with the event's other deliveries.
-    pub body: Bytes,
+    body: Bytes,
+    store: Store,
+}
+
+impl Enqueue {
+    pub fn new(delivery: QueuedDelivery, body: Bytes, store: &Store) -> Self {
+        Enqueue {
+            delivery: Some(delivery),
+            body,
+            store: store.clone(),
+        }
+    }
+}
+
+/// NB: an actor that stops (deleted, or at shutdown) drops the messages
+/// left in its mailbox. A first attempt held only by this message would
+/// then stay unsettled, holding the watermark back until the next start;
+/// so it goes to the queue tree instead, unless its webhook is gone.
+impl Drop for Enqueue {
+    fn drop(&mut self) {
+        let Some(d) = self.delivery.take().filter(|d| d.only_in_event) else {
+            return;
+        };
+        let stored = match self.store.webhook(d.webhook_id) {
+            Ok(Some(_)) => self.store.queue_first_attempt(&d),
+            Ok(None) => {
+                self.store.settle(d.event_id);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            log::error!("cannot queue delivery {}: {e}", d.id);
+        }
+    }
 }
 
 /// The webhook was changed (PATCH, toggle, re-enable).
@@ -186,12 +220,8 @@ impl DeliveryActor {
         if !d.only_in_event {
             return;
         }
-        match store.put_delivery(d) {
-            Ok(()) => {
-                d.only_in_event = false;
-                store.settle(d.event_id);
-            }
-            // It stays unsettled: found in its event's record at restart.
+        match store.queue_first_attempt(d) {
+            Ok(()) => d.only_in_event = false,
             Err(e) => log::error!("cannot queue delivery {}: {e}", d.id),
         }
     }
@@ -477,15 +507,16 @@ impl Supervised for DeliveryActor {
 impl Handler<Enqueue> for DeliveryActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: Enqueue, ctx: &mut Context<Self>) {
+        let Some(d) = msg.delivery.take() else { return };
         self.guarded(ctx, |act, ctx| {
-            if !act.is_new(&msg.delivery) {
+            if !act.is_new(&d) {
                 return;
             }
             if act.bodies.len() < BODY_CACHE && msg.body.len() <= BODY_CACHE_MAX_BYTES {
-                act.bodies.insert(msg.delivery.id, msg.body);
+                act.bodies.insert(d.id, std::mem::take(&mut msg.body));
             }
-            act.insert(msg.delivery);
+            act.insert(d);
             act.pump(ctx);
         });
     }

@@ -53,10 +53,7 @@ impl Directory {
         let actors = self.read();
         for d in deliveries {
             match actors.get(&d.webhook_id) {
-                Some(addr) => addr.do_send(delivery::Enqueue {
-                    delivery: d,
-                    body: body.clone(),
-                }),
+                Some(addr) => addr.do_send(delivery::Enqueue::new(d, body.clone(), &self.store)),
                 None => self.store_for_later(d),
             }
         }
@@ -69,12 +66,9 @@ impl Directory {
         if !d.only_in_event {
             return; // already in the queue tree
         }
-        if let Err(e) = self.store.put_delivery(&d) {
-            // Still recovered from its event's record at the next start.
+        if let Err(e) = self.store.queue_first_attempt(&d) {
             log::error!("cannot queue delivery {}: {e}", d.id);
-            return;
         }
-        self.store.settle(d.event_id);
     }
 
     fn get(&self, id: &Uuid) -> Option<Addr<DeliveryActor>> {

@@ -118,6 +118,15 @@ impl Store {
         self.inner.unsettled.settle(event_id);
     }
 
+    /// Moves a first attempt held only in memory to the queue tree, where
+    /// its actor's start-up load finds it, and settles it. On failure it
+    /// stays unsettled: found in its event's record at the next start.
+    pub fn queue_first_attempt(&self, d: &QueuedDelivery) -> Result<()> {
+        self.put_delivery(d)?;
+        self.settle(d.event_id);
+        Ok(())
+    }
+
     pub fn event(&self, id: Uuid) -> Result<Option<(StoredEvent, Vec<u8>)>> {
         match self.inner.events.get(id.as_bytes())? {
             Some(v) => {

@@ -103,7 +103,7 @@ impl Store {
         let every_second = {
             let (meta, unsettled) = (meta.clone(), unsettled.clone());
             Box::new(move || {
-                if let Err(e) = unsettled::save_watermark(&meta, &unsettled) {
+                if let Err(e) = unsettled::save_changed_watermark(&meta, &unsettled) {
                     ::log::error!("cannot store the settled watermark: {e}");
                 }
             })

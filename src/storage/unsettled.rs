@@ -28,36 +28,58 @@ const WATERMARK: &[u8] = b"settled_below";
 
 #[derive(Default)]
 pub struct Unsettled {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
     /// Event id → how many of its deliveries are unsettled (never 0).
-    events: Mutex<BTreeMap<Uuid, usize>>,
+    events: BTreeMap<Uuid, usize>,
+    /// Whether anything was opened or settled since the watermark was
+    /// last taken for storing: an idle server need not store it again.
+    changed: bool,
 }
 
 impl Unsettled {
     /// A new event id, with `deliveries` unsettled deliveries counted.
     pub fn open_event(&self, deliveries: usize) -> Uuid {
-        let mut events = self.lock();
+        let mut state = self.lock();
         let id = Uuid::now_v7();
         if deliveries > 0 {
-            events.insert(id, deliveries);
+            state.events.insert(id, deliveries);
+            state.changed = true;
         }
         id
     }
 
     /// One delivery of `event_id` is settled.
     pub fn settle(&self, event_id: Uuid) {
-        let mut events = self.lock();
-        if let Some(n) = events.get_mut(&event_id) {
+        let mut state = self.lock();
+        if let Some(n) = state.events.get_mut(&event_id) {
             *n -= 1;
             if *n == 0 {
-                events.remove(&event_id);
+                state.events.remove(&event_id);
             }
+            state.changed = true;
         }
     }
 
     /// Every delivery of every event with a smaller id is settled.
     pub fn watermark(&self) -> Uuid {
-        let events = self.lock();
-        match events.keys().next() {
+        let mut state = self.lock();
+        state.changed = false;
+        Self::lowest(&state)
+    }
+
+    /// The watermark, if anything was opened or settled since it was last
+    /// taken.
+    pub fn watermark_if_changed(&self) -> Option<Uuid> {
+        let mut state = self.lock();
+        std::mem::take(&mut state.changed).then(|| Self::lowest(&state))
+    }
+
+    fn lowest(state: &State) -> Uuid {
+        match state.events.keys().next() {
             Some(oldest) => *oldest,
             // Any event opened from now on gets a larger id: v7 ids made
             // in one process are monotonic, and opening takes this lock.
@@ -67,12 +89,12 @@ impl Unsettled {
 
     /// Unsettled deliveries in all (for tests and metrics).
     pub fn count(&self) -> usize {
-        self.lock().values().sum()
+        self.lock().events.values().sum()
     }
 
     /// Each change is one map call, so a poisoned lock is still consistent.
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, usize>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -83,6 +105,14 @@ impl Unsettled {
 /// of its log: a recovered watermark never runs ahead of what it covers.
 pub(super) fn save_watermark(meta: &sled::Tree, unsettled: &Unsettled) -> Result<()> {
     meta.insert(WATERMARK, unsettled.watermark().as_bytes())?;
+    Ok(())
+}
+
+/// `save_watermark`, but only if it may have moved since last taken.
+pub(super) fn save_changed_watermark(meta: &sled::Tree, unsettled: &Unsettled) -> Result<()> {
+    if let Some(watermark) = unsettled.watermark_if_changed() {
+        meta.insert(WATERMARK, watermark.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -163,6 +193,19 @@ mod tests {
         assert!(w > b, "with nothing unsettled it passes every event");
         assert!(u.open_event(1) > w, "a later event is never below it");
         assert_eq!(u.count(), 1);
+    }
+
+    #[test]
+    fn an_unchanged_watermark_is_not_offered_again() {
+        let u = Unsettled::default();
+        assert_eq!(u.watermark_if_changed(), None, "nothing happened yet");
+        let a = u.open_event(1);
+        assert_eq!(u.watermark_if_changed(), Some(a));
+        assert_eq!(u.watermark_if_changed(), None, "idle since");
+        u.settle(a);
+        assert!(u.watermark_if_changed().is_some_and(|w| w > a));
+        u.settle(a); // already settled: no change
+        assert_eq!(u.watermark_if_changed(), None);
     }
 
     #[test]

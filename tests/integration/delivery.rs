@@ -528,3 +528,47 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     })
     .await;
 }
+
+/// What an actor's mailbox does with an `Enqueue` when the actor stops
+/// before handling it (its webhook deleted, or the server stopping).
+#[actix_web::test]
+async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
+    use hookrelay::actors::delivery::Enqueue;
+    use hookrelay::domain::delivery::QueuedDelivery;
+    let s = TestServer::start().await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    let hook = s.webhook(&key, "http://127.0.0.1:9/", json!(["*"])).await;
+    let store = &s.app_store;
+    let held_for = |webhook_id: uuid::Uuid| QueuedDelivery {
+        id: uuid::Uuid::now_v7(),
+        webhook_id,
+        event_id: store.open_event(1),
+        event: APP.into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        created_at: 0,
+        only_in_event: true,
+    };
+    let (before, unsettled) = (store.queue_len(), store.unsettled_count());
+
+    let live = held_for(hook["id"].as_str().unwrap().parse().unwrap());
+    drop(Enqueue::new(live, Default::default(), store));
+    assert_eq!(
+        store.queue_len(),
+        before + 1,
+        "kept for the actor's restart"
+    );
+    assert_eq!(store.unsettled_count(), unsettled, "and settled");
+
+    drop(Enqueue::new(
+        held_for(uuid::Uuid::now_v7()),
+        Default::default(),
+        store,
+    ));
+    assert_eq!(
+        store.queue_len(),
+        before + 1,
+        "nothing queued for no webhook"
+    );
+    assert_eq!(store.unsettled_count(), unsettled, "yet settled");
+}
