@@ -22,8 +22,8 @@ impl Retention {
             self.store.purge_events_before(cutoff),
             self.store.purge_log_before(cutoff),
         ) {
-            (Ok(events), Ok(entries)) if events + entries > 0 => {
-                log::info!("retention purged {events} events and {entries} log entries")
+            (Ok(events), Ok(batches)) if events + batches > 0 => {
+                log::info!("retention purged {events} events and {batches} batches of log entries")
             }
             (Err(e), _) | (_, Err(e)) => log::error!("retention sweep failed: {e}"),
             _ => {}

@@ -21,6 +21,7 @@ use actix_web::web::Bytes;
 use rand::Rng;
 use uuid::Uuid;
 
+use super::log_buffer::LogBuffer;
 use super::DeliveryContext;
 use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
@@ -40,6 +41,9 @@ const BODY_CACHE_MAX_BYTES: usize = 1024 * 1024;
 /// start-up after a crash) is never far behind.
 const SPILL_AFTER_MS: u64 = 10_000;
 
+/// How long a judged attempt may wait for more to share its log write.
+const LOG_DELAY: Duration = Duration::from_millis(2);
+
 pub struct DeliveryActor {
     webhook_id: Uuid,
     shared: Arc<DeliveryContext>,
@@ -58,6 +62,8 @@ pub struct DeliveryActor {
     loaded_until: u64,
     /// Set at shutdown: send nothing new, answer these once idle.
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
+    /// Attempts judged but not yet written to the log.
+    log: LogBuffer,
 }
 
 /// A new delivery for this webhook, already durable in sled.
@@ -145,6 +151,7 @@ impl DeliveryActor {
             timer: None,
             loaded_until: 0,
             draining: None,
+            log: LogBuffer::default(),
         }
     }
 
@@ -181,7 +188,10 @@ impl DeliveryActor {
     /// mailbox; one it already holds, or that has already left the sled
     /// queue (delivered meanwhile), must not be sent again.
     fn is_new(&self, d: &QueuedDelivery) -> bool {
-        if self.queue.contains_key(&d.id) || self.in_flight.contains_key(&d.id) {
+        if self.queue.contains_key(&d.id)
+            || self.in_flight.contains_key(&d.id)
+            || self.log.holds(d.id)
+        {
             return false;
         }
         // Its `Enqueue` is its only way here: a load cannot have seen it.
@@ -323,7 +333,7 @@ impl DeliveryActor {
         ctx.spawn(attempt.into_actor(self).map(|(d, result), act, ctx| {
             act.guarded(ctx, |act, ctx| {
                 act.in_flight.remove(&d.id);
-                act.record(d, result);
+                act.record(d, result, ctx);
                 act.pump(ctx);
             })
         }));
@@ -362,7 +372,7 @@ impl DeliveryActor {
 
     /// Judges one attempt: logs it, then removes, reschedules or fails the
     /// delivery and updates the webhook's failure bookkeeping.
-    fn record(&mut self, mut d: QueuedDelivery, result: AttemptResult) {
+    fn record(&mut self, mut d: QueuedDelivery, result: AttemptResult, ctx: &mut Context<Self>) {
         if self.webhook.is_none() {
             return self.forget(&d); // deleted while in flight
         }
@@ -401,8 +411,7 @@ impl DeliveryActor {
         // NB: a retry is queued before its log entry is written: after a
         // crash, a logged first attempt counts as settled at recovery.
         let Some(delay) = next_delay else {
-            self.append_log(&entry);
-            return self.forget(&d);
+            return self.log_attempt(entry, Some(d), ctx);
         };
         d.attempts = attempt;
         d.next_attempt_at = now + delay;
@@ -410,20 +419,44 @@ impl DeliveryActor {
         if let Err(e) = &queued {
             log::error!("webhook {}: cannot update its queue: {e}", self.webhook_id);
         }
-        self.append_log(&entry);
         if queued.is_ok() && std::mem::take(&mut d.only_in_event) {
             store.settle(d.event_id);
         }
         self.insert(d);
+        self.log_attempt(entry, None, ctx);
     }
 
-    fn append_log(&self, entry: &LogEntry) {
-        if let Err(e) = self.shared.store.append_log(self.webhook_id, entry) {
+    /// Buffers an attempt's entry, with its delivery if that is finished,
+    /// and makes sure a write follows soon.
+    fn log_attempt(
+        &mut self,
+        entry: LogEntry,
+        finished: Option<QueuedDelivery>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.log.push(entry, finished) {
+            return self.write_log();
+        }
+        if self.log.timer.is_none() {
+            let timer = ctx.run_later(LOG_DELAY, |act, ctx| {
+                act.log.timer = None;
+                act.guarded(ctx, |act, _| act.write_log());
+            });
+            self.log.timer = Some(timer);
+        }
+    }
+
+    /// Writes the buffered entries as one batch, then forgets the
+    /// deliveries they finished.
+    fn write_log(&mut self) {
+        let (mut entries, finished) = self.log.take();
+        if let Err(e) = self.shared.store.append_log(self.webhook_id, &mut entries) {
             log::error!(
                 "webhook {}: cannot write the delivery log: {e}",
                 self.webhook_id
             );
         }
+        finished.iter().for_each(|d| self.forget(d));
     }
 
     fn note_outcome(&mut self, ok: bool, now: u64) {
@@ -494,6 +527,8 @@ impl Supervised for DeliveryActor {
     /// `started` reloads it from sled.
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.store_everything();
+        self.write_log();
+        self.log.timer = None;
         self.webhook = None;
         self.queue.clear();
         self.by_due.clear();
@@ -550,6 +585,7 @@ impl DeliveryActor {
 
     fn finish_drain(&mut self) {
         if self.in_flight.is_empty() {
+            self.write_log();
             for waiter in self.draining.iter_mut().flat_map(std::mem::take) {
                 let _ = waiter.send(());
             }
@@ -579,13 +615,16 @@ impl Handler<Stop> for DeliveryActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
         if msg.deleted {
-            // Deleting the webhook dropped its sled queue already.
+            // Deleting the webhook dropped its sled queue and log already.
+            let (_, finished) = self.log.take();
             let held = self.queue.values().chain(self.in_flight.values());
             let store = &self.shared.store;
-            held.filter(|d| d.only_in_event)
+            held.chain(&finished)
+                .filter(|d| d.only_in_event)
                 .for_each(|d| store.settle(d.event_id));
         } else {
             self.store_everything();
+            self.write_log();
         }
         self.webhook = None;
         ctx.stop();

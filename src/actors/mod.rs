@@ -5,6 +5,7 @@ pub mod broadcaster;
 pub mod delivery;
 pub mod feed_budget;
 pub mod feed_session;
+mod log_buffer;
 pub mod registry;
 
 use std::time::Duration;

@@ -217,7 +217,9 @@ pub async fn send(
     entry.simulation = true;
     // The webhook may have been deleted while the request was out.
     if state.store.webhook(w.id)?.is_some() {
-        state.store.append_log(w.id, &entry)?;
+        state
+            .store
+            .append_log(w.id, std::slice::from_mut(&mut entry))?;
     }
     Ok(HttpResponse::Ok().json(SimulationOut {
         result: if ok { "delivered" } else { "failed" },

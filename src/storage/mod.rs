@@ -16,7 +16,8 @@
 //!   outstanding deliveries that are retries, redeliveries or were moved
 //!   out of memory; a first attempt is recovered from its event's record,
 //!   see `unsettled.rs`), in event order.
-//! - `log`: webhook id ++ entry id → `LogEntry`.
+//! - `log`: webhook id ++ id of the batch's first entry → a batch of
+//!   `LogEntry`s in id order (see `log.rs`).
 //!
 //! NB: nothing written here is durable until `flush` returns; callers that
 //! acknowledge a write to a client must await it.
@@ -78,6 +79,8 @@ struct Inner {
     events: sled::Tree,
     queue: sled::Tree,
     log: sled::Tree,
+    /// Held while a batch of log entries gets its ids (see `log.rs`).
+    log_ids: std::sync::Mutex<()>,
     unsettled: Arc<unsettled::Unsettled>,
     flusher: flusher::GroupCommit,
 }
@@ -117,6 +120,7 @@ impl Store {
             events: tree("events")?,
             queue: tree("queue")?,
             log: tree("log")?,
+            log_ids: Default::default(),
             unsettled,
             flusher: flusher::GroupCommit::start(db.clone(), observer, every_second),
             db,

@@ -237,7 +237,9 @@ async fn a_restart_queues_first_attempts_that_a_crash_interrupted() {
         store
             .insert_event(&stored_event(event), b"{}", &all)
             .unwrap();
-        store.append_log(hook, &delivered_entry(&logged)).unwrap();
+        store
+            .append_log(hook, &mut [delivered_entry(&logged)])
+            .unwrap();
         let retry = QueuedDelivery {
             attempts: 1,
             next_attempt_at: 99,

@@ -284,6 +284,15 @@ impl Receiver {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The distinct `x-webhook-id`s received: one per delivery.
+    pub fn delivery_ids(&self) -> std::collections::HashSet<String> {
+        self.all()
+            .iter()
+            .flat_map(|r| r.headers.clone())
+            .filter_map(|(name, value)| (name == "x-webhook-id").then_some(value))
+            .collect()
+    }
+
     pub fn answer(&self, status: u16) {
         self.behaviour.status.store(status, SeqCst);
     }
