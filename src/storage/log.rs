@@ -1,9 +1,10 @@
 //! The delivery log: one entry per attempt, per webhook, newest last.
 //!
-//! Entries are stored in batches, one sled value per batch keyed by its
-//! first entry's id: a delivery actor writes the attempts judged within a
-//! few milliseconds together, since one sled insert per attempt cost about
-//! a sixth of all CPU time at 100 webhooks (benches/delivery.rs, c).
+//! Entries are stored in batches, one compressed sled value per batch
+//! keyed by its first entry's id: a delivery actor writes the attempts
+//! judged within a few milliseconds together, since one sled insert per
+//! attempt cost about a sixth of all CPU time at 100 webhooks
+//! (benches/delivery.rs, c).
 //! Entries get their ids as their batch is written, under one lock, so
 //! batches never interleave: every entry of a batch sorts after every
 //! entry of the batches keyed before it. A value written before batching
@@ -22,31 +23,53 @@ use crate::domain::delivery::{LogEntry, Outcome};
 /// codec's version byte instead.
 const BATCH: u8 = 0xB1;
 
+/// LZ4 cannot expand data more than this many times; a stated size beyond
+/// it marks a damaged value rather than a reason to allocate.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// `BATCH`, then, LZ4-compressed, each entry as a big-endian u32 length
+/// and its codec bytes. NB: compressed, because sled rewrites whole leaf
+/// nodes now and then, so every stored byte is written several times:
+/// LZ4 (repeated field and header names) cut the bytes written per
+/// delivery in benchmark (c) from about 4.1 KB to 1.2 KB and raised its
+/// throughput by about a fifth.
 fn encode_batch(entries: &[LogEntry]) -> Vec<u8> {
-    let mut out = vec![BATCH];
+    let mut plain = Vec::new();
     for entry in entries {
         let bytes = encode(entry);
-        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        out.extend_from_slice(&bytes);
+        plain.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        plain.extend_from_slice(&bytes);
     }
+    let mut out = vec![BATCH];
+    out.extend_from_slice(&lz4_flex::compress_prepend_size(&plain));
     out
+}
+
+fn damaged(message: impl ToString) -> StorageError {
+    StorageError::Codec {
+        what: "log batch",
+        message: message.to_string(),
+    }
 }
 
 /// The entries of one value, in id order.
 fn decode_batch(value: &[u8]) -> Result<Vec<LogEntry>> {
-    let Some((&BATCH, mut rest)) = value.split_first() else {
+    let Some((&BATCH, compressed)) = value.split_first() else {
         return Ok(vec![decode("log entry", value)?]);
     };
+    let (size, rest) = lz4_flex::block::uncompressed_size(compressed).map_err(damaged)?;
+    if size > rest.len().saturating_mul(LZ4_MAX_RATIO) {
+        return Err(damaged("stated size out of bounds"));
+    }
+    let plain = lz4_flex::decompress_size_prepended(compressed).map_err(damaged)?;
+    let mut rest = plain.as_slice();
     let mut entries = Vec::new();
     while !rest.is_empty() {
         let len = rest
             .get(..4)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
         let Some(entry) = len.and_then(|n| rest.get(4..4 + n)) else {
-            return Err(StorageError::Codec {
-                what: "log batch",
-                message: "truncated".into(),
-            });
+            return Err(damaged("truncated"));
         };
         entries.push(decode("log entry", entry)?);
         rest = &rest[4 + entry.len()..];
@@ -223,7 +246,9 @@ mod tests {
             store.append_log(hook, &mut batch).unwrap();
             all.extend(batch);
         }
-        store.append_log(Uuid::now_v7(), &mut [entry(Outcome::Failed)]).unwrap();
+        store
+            .append_log(Uuid::now_v7(), &mut [entry(Outcome::Failed)])
+            .unwrap();
         (store, all)
     }
 
@@ -237,7 +262,10 @@ mod tests {
         let hook = Uuid::now_v7();
         let (store, all) = store_with_log(dir.path(), hook);
         let newest_first: Vec<Uuid> = ids(&all).into_iter().rev().collect();
-        assert!(newest_first.is_sorted_by(|a, b| a > b), "ids follow write order");
+        assert!(
+            newest_first.is_sorted_by(|a, b| a > b),
+            "ids follow write order"
+        );
         let (mut paged, mut before) = (vec![], None);
         for _ in 0..10 {
             let page = store.log_page(hook, 3, before, None).unwrap();
@@ -248,7 +276,9 @@ mod tests {
             }
         }
         assert_eq!(paged, newest_first);
-        let failed = store.log_page(hook, 10, None, Some(Outcome::Failed)).unwrap();
+        let failed = store
+            .log_page(hook, 10, None, Some(Outcome::Failed))
+            .unwrap();
         let want = all.iter().rev().filter(|e| e.outcome == Outcome::Failed);
         assert_eq!(ids(&failed.entries), want.map(|e| e.id).collect::<Vec<_>>());
     }
@@ -261,21 +291,34 @@ mod tests {
         let middle = &all[2]; // the second entry of the first batch
         let found = store.find_log(hook, middle.delivery_id).unwrap().unwrap();
         assert_eq!(found.id, middle.id);
-        assert_eq!(store.find_log(hook, middle.id).unwrap().unwrap().id, middle.id);
+        assert_eq!(
+            store.find_log(hook, middle.id).unwrap().unwrap().id,
+            middle.id
+        );
         assert!(store.find_log(hook, Uuid::now_v7()).unwrap().is_none());
         let since = store.deliveries_logged_since(hook, middle.id).unwrap();
         for later in &all[2..] {
             assert!(since.contains(&later.delivery_id));
         }
-        assert!(!since.contains(&all[0].delivery_id), "older batches are not read");
+        assert!(
+            !since.contains(&all[0].delivery_id),
+            "older batches are not read"
+        );
     }
 
     #[test]
-    fn a_truncated_batch_is_an_error_not_a_panic() {
-        let mut bytes = encode_batch(&[entry(Outcome::Delivered), entry(Outcome::Failed)]);
-        assert_eq!(decode_batch(&bytes).unwrap().len(), 2);
-        bytes.truncate(bytes.len() - 5);
-        assert!(decode_batch(&bytes).is_err());
-        assert!(decode_batch(&[BATCH, 0, 0, 0]).is_err());
+    fn a_damaged_batch_is_an_error_not_a_panic() {
+        let entries = [entry(Outcome::Delivered), entry(Outcome::Failed)];
+        let bytes = encode_batch(&entries);
+        assert_eq!(ids(&decode_batch(&bytes).unwrap()), ids(&entries));
+        assert!(bytes.len() < encode(&entries[0]).len() * 2, "compressed");
+        for cut in [1, 3, 5, 9, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_batch(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let huge = [&[BATCH][..], &u32::MAX.to_le_bytes(), &[0; 8]].concat();
+        assert!(decode_batch(&huge).is_err());
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 0xFF;
+        let _ = decode_batch(&flipped); // an error or wrong entries, never a panic
     }
 }
