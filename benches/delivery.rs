@@ -375,8 +375,13 @@ async fn store_writes(
         store.insert_event(&e, &body, &queued).unwrap();
         store.flush().await.unwrap();
         for d in &queued {
-            let entry =
-                LogEntry::of_attempt((d.id, e.id, &e.event), 1, Outcome::Delivered, &result, None);
+            let entry = LogEntry::of_attempt(
+                (d.id, e.id, &e.event),
+                1,
+                Outcome::Delivered,
+                result.clone(),
+                None,
+            );
             let batch = unlogged.entry(d.webhook_id).or_default();
             batch.push((entry, e.id));
             if batch.len() == LOG_BATCH {

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,8 @@ const LOG_DELAY: Duration = Duration::from_millis(2);
 pub struct DeliveryActor {
     webhook_id: Uuid,
     shared: Arc<DeliveryContext>,
-    webhook: Option<Webhook>,
+    /// Shared with the attempts in flight: cloned per send, so not a copy.
+    webhook: Option<Rc<Webhook>>,
     /// Outstanding deliveries not in flight, by id (event order).
     queue: BTreeMap<Uuid, QueuedDelivery>,
     /// The same deliveries by due time.
@@ -170,7 +172,7 @@ impl DeliveryActor {
     fn load(&mut self) {
         let store = &self.shared.store;
         self.webhook = match store.webhook(self.webhook_id) {
-            Ok(w) => w,
+            Ok(w) => w.map(Rc::new),
             Err(e) => {
                 log::error!("webhook {}: cannot load: {e}", self.webhook_id);
                 None
@@ -267,7 +269,7 @@ impl DeliveryActor {
             return self.finish_drain();
         }
         let now = now_ms();
-        let Some(webhook) = self.webhook.clone().filter(Webhook::is_deliverable) else {
+        let Some(webhook) = self.webhook.clone().filter(|w| w.is_deliverable()) else {
             return self.spill(u64::MAX); // it may wait for days
         };
         self.spill(now.saturating_sub(SPILL_AFTER_MS));
@@ -314,7 +316,7 @@ impl DeliveryActor {
         self.timer = Some((due, handle));
     }
 
-    fn dispatch(&mut self, webhook: &Webhook, d: QueuedDelivery, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, webhook: &Rc<Webhook>, d: QueuedDelivery, ctx: &mut Context<Self>) {
         let body = match self.bodies.remove(&d.id) {
             Some(b) => b,
             None => match self.shared.store.event(d.event_id) {
@@ -405,7 +407,7 @@ impl DeliveryActor {
             (d.id, d.event_id, &d.event),
             attempt,
             outcome,
-            &result,
+            result,
             next_delay.map(|ms| now + ms),
         );
         // NB: a retry is queued before its log entry is written: after a
@@ -499,7 +501,7 @@ impl DeliveryActor {
                     log::warn!("webhook {} disabled after sustained failure", w.id);
                     self.shared.metrics.webhooks_disabled.inc();
                 }
-                self.webhook = Some(w);
+                self.webhook = Some(Rc::new(w));
             }
             Ok(None) => self.webhook = None,
             Err(e) => log::error!(
@@ -562,7 +564,7 @@ impl Handler<WebhookChanged> for DeliveryActor {
 
     fn handle(&mut self, msg: WebhookChanged, ctx: &mut Context<Self>) {
         self.guarded(ctx, |act, ctx| {
-            act.webhook = Some(msg.webhook);
+            act.webhook = Some(Rc::new(msg.webhook));
             act.pump(ctx);
         });
     }

@@ -71,15 +71,16 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// The entry for one attempt of (delivery id, event id, event type).
+    /// Its id is nil until `Store::append_log` gives it one.
     pub fn of_attempt(
         (delivery_id, event_id, event): (Uuid, Uuid, &str),
         attempt: u32,
         outcome: Outcome,
-        r: &AttemptResult,
+        r: AttemptResult,
         next_attempt_at: Option<u64>,
     ) -> LogEntry {
         LogEntry {
-            id: Uuid::now_v7(),
+            id: Uuid::nil(),
             delivery_id,
             event_id,
             event: event.to_string(),
@@ -87,10 +88,10 @@ impl LogEntry {
             outcome,
             status_code: r.status_code,
             latency_ms: r.latency_ms,
-            response_body: r.response_body.clone(),
+            response_body: r.response_body,
             truncated: r.truncated,
-            error: r.error.clone(),
-            request_headers: r.request_headers.clone(),
+            error: r.error,
+            request_headers: r.request_headers,
             attempted_at: r.attempted_at,
             next_attempt_at,
             simulation: false,

@@ -211,7 +211,7 @@ pub async fn send(
         (delivery_id, delivery_id, &input.event),
         1,
         outcome,
-        &result,
+        result.clone(),
         None,
     );
     entry.simulation = true;

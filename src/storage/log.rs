@@ -229,14 +229,17 @@ mod tests {
             retry_after_ms: None,
         };
         let (delivery, event) = (Uuid::now_v7(), Uuid::now_v7());
-        LogEntry::of_attempt((delivery, event, "e"), 1, outcome, &result, None)
+        LogEntry::of_attempt((delivery, event, "e"), 1, outcome, result, None)
     }
 
     /// A store whose webhook `hook` has a value written before batching,
     /// then batches of 3, 1 and 4: eight entries, returned oldest first.
     fn store_with_log(dir: &std::path::Path, hook: Uuid) -> (Store, Vec<LogEntry>) {
         let store = Store::open(&dir.join("data")).unwrap();
-        let old = entry(Outcome::Delivered);
+        let old = LogEntry {
+            id: Uuid::now_v7(), // as given when entries were written one by one
+            ..entry(Outcome::Delivered)
+        };
         let key = pair_key(hook, old.id);
         store.inner.log.insert(key, encode(&old)).unwrap();
         let mut all = vec![old];

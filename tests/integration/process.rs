@@ -199,7 +199,7 @@ fn delivered_entry(d: &QueuedDelivery) -> LogEntry {
         (d.id, d.event_id, &d.event),
         1,
         Outcome::Delivered,
-        &result,
+        result,
         None,
     )
 }
