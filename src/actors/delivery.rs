@@ -22,6 +22,7 @@ use actix_web::web::Bytes;
 use rand::Rng;
 use uuid::Uuid;
 
+use super::body_cache::BodyCache;
 use super::log_buffer::LogBuffer;
 use super::DeliveryContext;
 use crate::clock::now_ms;
@@ -30,12 +31,6 @@ use crate::domain::webhook::{Webhook, WebhookStatus};
 use crate::metrics::Metrics;
 use crate::net::client;
 use crate::storage::Store;
-
-/// Bodies kept in memory per actor for deliveries about to be sent, and
-/// the largest body kept; the rest are read from sled when their turn
-/// comes, so a stalled endpoint cannot pin many large screenshots.
-const BODY_CACHE: usize = 64;
-const BODY_CACHE_MAX_BYTES: usize = 1024 * 1024;
 
 /// How long a first attempt may wait in memory only; after that it goes to
 /// the sled queue, so the settled watermark (and with it the search at
@@ -57,7 +52,7 @@ pub struct DeliveryActor {
     /// Those of them that are `only_in_event`, by creation time.
     unstored: BTreeSet<(u64, Uuid)>,
     in_flight: HashMap<Uuid, QueuedDelivery>,
-    bodies: HashMap<Uuid, Bytes>,
+    bodies: BodyCache,
     /// The pending wake-up for the next due delivery.
     timer: Option<(u64, SpawnHandle)>,
     /// When (Unix ms) the last load of the queue from sled finished.
@@ -149,7 +144,7 @@ impl DeliveryActor {
             by_due: BTreeSet::new(),
             unstored: BTreeSet::new(),
             in_flight: HashMap::new(),
-            bodies: HashMap::new(),
+            bodies: BodyCache::default(),
             timer: None,
             loaded_until: 0,
             draining: None,
@@ -317,7 +312,7 @@ impl DeliveryActor {
     }
 
     fn dispatch(&mut self, webhook: &Rc<Webhook>, d: QueuedDelivery, ctx: &mut Context<Self>) {
-        let body = match self.bodies.remove(&d.id) {
+        let body = match self.bodies.take(d.id) {
             Some(b) => b,
             None => match self.shared.store.event(d.event_id) {
                 Ok(Some((_, body))) => Bytes::from(body),
@@ -550,9 +545,7 @@ impl Handler<Enqueue> for DeliveryActor {
             if !act.is_new(&d) {
                 return;
             }
-            if act.bodies.len() < BODY_CACHE && msg.body.len() <= BODY_CACHE_MAX_BYTES {
-                act.bodies.insert(d.id, std::mem::take(&mut msg.body));
-            }
+            act.bodies.keep(d.id, std::mem::take(&mut msg.body));
             act.insert(d);
             act.pump(ctx);
         });

@@ -1,6 +1,7 @@
 //! The actors: the registry supervises one delivery actor per webhook;
 //! the broadcaster feeds the WebSocket feed sessions.
 
+mod body_cache;
 pub mod broadcaster;
 pub mod delivery;
 pub mod feed_budget;
