@@ -51,13 +51,18 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn subscribes_to(&self, event: &str) -> bool {
-        self.events.iter().any(|e| e == "*" || e == event)
+        takes(&self.events, event)
     }
 
     /// Both the user's toggle and the system status must be on.
     pub fn is_deliverable(&self) -> bool {
         self.active && self.status == WebhookStatus::Enabled
     }
+}
+
+/// Whether a webhook with the `events` filter takes `event`.
+pub fn takes(events: &[String], event: &str) -> bool {
+    events.iter().any(|e| e == "*" || e == event)
 }
 
 /// The first 8 characters followed by 24 `•`.

@@ -14,7 +14,6 @@ use crate::clock::now_ms;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::event::{parse_envelope, Envelope};
 use crate::domain::organisation::{Caller, Organisation};
-use crate::domain::webhook::Webhook;
 use crate::error::{ApiError, ErrorBody};
 use crate::storage::StoredEvent;
 
@@ -60,17 +59,13 @@ pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted,
     })
 }
 
-/// The organisation's own webhooks and its reseller's that take `event`.
-fn subscribers(
-    state: &AppState,
-    org: &Organisation,
-    event: &str,
-) -> Result<Vec<Webhook>, ApiError> {
-    let mut out = state.store.webhooks_of(org.id)?;
+/// The ids of the organisation's own webhooks and its reseller's that
+/// take `event`.
+fn subscribers(state: &AppState, org: &Organisation, event: &str) -> Result<Vec<Uuid>, ApiError> {
+    let mut out = state.store.routes(org.id, event)?;
     if let Some(reseller) = org.reseller_id {
-        out.extend(state.store.webhooks_of(reseller)?);
+        out.extend(state.store.routes(reseller, event)?);
     }
-    out.retain(|w| w.is_deliverable() && w.subscribes_to(event));
     Ok(out)
 }
 
@@ -132,9 +127,9 @@ pub async fn ingest(
     };
     let deliveries: Vec<QueuedDelivery> = subscribers
         .iter()
-        .map(|w| QueuedDelivery {
+        .map(|&webhook_id| QueuedDelivery {
             id: Uuid::now_v7(),
-            webhook_id: w.id,
+            webhook_id,
             event_id: event.id,
             event: event.event.clone(),
             attempts: 0,

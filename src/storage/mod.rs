@@ -28,6 +28,7 @@ mod flusher;
 mod log;
 mod orgs;
 mod queue;
+mod routing;
 mod unsettled;
 mod webhooks;
 
@@ -82,6 +83,7 @@ struct Inner {
     /// Held while a batch of log entries gets its ids (see `log.rs`).
     log_ids: std::sync::Mutex<()>,
     unsettled: Arc<unsettled::Unsettled>,
+    routing: routing::RoutingCache,
     flusher: flusher::GroupCommit,
 }
 
@@ -122,6 +124,7 @@ impl Store {
             log: tree("log")?,
             log_ids: Default::default(),
             unsettled,
+            routing: Default::default(),
             flusher: flusher::GroupCommit::start(db.clone(), observer, every_second),
             db,
         };

@@ -5,6 +5,7 @@ use sled::Transactional;
 use uuid::Uuid;
 
 use super::codec::{decode, encode};
+use super::routing::routing_changed;
 use super::{pair_key, second_id, Result, Store};
 use crate::domain::webhook::Webhook;
 
@@ -16,6 +17,7 @@ impl Store {
             owners.insert(&pair_key(w.organisation_id, w.id), &[])?;
             Ok::<_, ConflictableTransactionError<String>>(())
         })?;
+        i.routing.invalidate();
         Ok(())
     }
 
@@ -65,12 +67,15 @@ impl Store {
         id: Uuid,
         mut change: impl FnMut(&mut Webhook),
     ) -> Result<Option<Webhook>> {
-        let mut decode_error = None;
+        let (mut decode_error, mut reroute) = (None, false);
         let updated = self.inner.webhooks.update_and_fetch(id.as_bytes(), |old| {
             let old = old?;
             match decode::<Webhook>("webhook", old) {
-                Ok(mut w) => {
+                Ok(before) => {
+                    let mut w = before.clone();
                     change(&mut w);
+                    // The last run is the one stored.
+                    reroute = routing_changed(&before, &w);
                     Some(encode(&w))
                 }
                 Err(e) => {
@@ -79,6 +84,9 @@ impl Store {
                 }
             }
         })?;
+        if reroute {
+            self.inner.routing.invalidate();
+        }
         if let Some(e) = decode_error {
             return Err(e);
         }
@@ -91,6 +99,7 @@ impl Store {
         let existed = i.webhooks.remove(w.id.as_bytes())?.is_some();
         i.webhooks_by_owner
             .remove(pair_key(w.organisation_id, w.id))?;
+        i.routing.invalidate();
         for tree in [&i.queue, &i.log] {
             let mut batch = sled::Batch::default();
             for item in tree.scan_prefix(w.id.as_bytes()).keys() {
