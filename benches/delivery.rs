@@ -462,7 +462,7 @@ fn main() {
         let h = start_hookrelay().await;
         let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
         raw_ceiling(&url, &body, 2_000).await; // warm-up
-        let raw = raw_ceiling(&url, &body, 20_000).await;
+        let raw = raw_ceiling(&url, &body, 100_000).await;
         let mut rows = vec![format!("| (a) raw ceiling, receiver hit directly | {raw:.0} req/s | baseline |")];
         if wanted("b") || wanted("d") {
             add_webhooks(&h, &url, 1).await;
