@@ -10,6 +10,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::broadcaster::{Broadcaster, CloseAll, FeedEvent};
+use crate::actors::log_writer::LogWriter;
 use crate::actors::registry::{DrainAll, Registry};
 use crate::actors::DeliveryContext;
 use crate::config::{Config, ConfigError};
@@ -267,6 +268,7 @@ fn delivery_context(
 ) -> DeliveryContext {
     DeliveryContext {
         store: store.clone(),
+        log_writer: LogWriter::start(store.clone()),
         policy: RetryPolicy {
             schedule_ms: config.delivery.retry_schedule_ms.clone(),
             jitter: config.delivery.jitter,

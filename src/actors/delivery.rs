@@ -8,7 +8,8 @@
 //! moves it to the sled queue if it must wait: for a retry, while the
 //! webhook cannot be delivered to, for longer than `SPILL_AFTER_MS`, at
 //! shutdown or before a restart. A delivery leaves the sled queue only
-//! once it is delivered or has used every attempt. So a crash or a
+//! once it is delivered or has used every attempt, and its last entry is
+//! written (by the log writer, see `log_buffer.rs`). So a crash or a
 //! restart of this actor re-sends whatever was in flight: at least once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 use super::body_cache::BodyCache;
 use super::log_buffer::LogBuffer;
+use super::log_writer::WriteLog;
 use super::DeliveryContext;
 use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
@@ -183,7 +185,9 @@ impl DeliveryActor {
     /// NB: after a (re)start the actor loads its queue from sled while
     /// `Enqueue` messages for the same deliveries may still be in its
     /// mailbox; one it already holds, or that has already left the sled
-    /// queue (delivered meanwhile), must not be sent again.
+    /// queue (delivered meanwhile), must not be sent again. (One delivered
+    /// whose batch is still with the log writer is still in the sled
+    /// queue, and would be sent again: at least once, as after a crash.)
     fn is_new(&self, d: &QueuedDelivery) -> bool {
         if self.queue.contains_key(&d.id)
             || self.in_flight.contains_key(&d.id)
@@ -248,10 +252,7 @@ impl DeliveryActor {
 
     /// Ends a delivery for good: delivered, failed, dropped or deleted.
     fn forget(&self, d: &QueuedDelivery) {
-        if d.only_in_event {
-            return self.shared.store.settle(d.event_id);
-        }
-        if let Err(e) = self.shared.store.remove_delivery(self.webhook_id, d.id) {
+        if let Err(e) = self.shared.store.finish_delivery(d) {
             log::error!("cannot remove delivery {}: {e}", d.id);
         }
     }
@@ -443,17 +444,18 @@ impl DeliveryActor {
         }
     }
 
-    /// Writes the buffered entries as one batch, then forgets the
-    /// deliveries they finished.
+    /// Hands the buffered entries to the log writer as one batch, with
+    /// the deliveries they finished.
     fn write_log(&mut self) {
-        let (mut entries, finished) = self.log.take();
-        if let Err(e) = self.shared.store.append_log(self.webhook_id, &mut entries) {
-            log::error!(
-                "webhook {}: cannot write the delivery log: {e}",
-                self.webhook_id
-            );
+        let (entries, finished) = self.log.take();
+        if entries.is_empty() {
+            return;
         }
-        finished.iter().for_each(|d| self.forget(d));
+        self.shared.log_writer.do_send(WriteLog {
+            webhook_id: self.webhook_id,
+            entries,
+            finished,
+        });
     }
 
     fn note_outcome(&mut self, ok: bool, now: u64) {

@@ -1,11 +1,11 @@
 //! A delivery actor's attempts that are judged but not yet in the log.
 //!
-//! The actor writes them as one batch a few milliseconds after the first
-//! (or at once when the buffer is full), because one sled insert per
-//! attempt was the largest cost of fanning out (see `storage/log.rs`).
-//! A delivery that is finished (delivered, or failed for good) is kept
-//! here with its entry and leaves the queue only once the entry is
-//! written, so a crash in between sends it again instead of losing the
+//! The actor hands them to the log writer as one batch a few milliseconds
+//! after the first (or at once when the buffer is full), because one sled
+//! insert per attempt was the largest cost of fanning out (see
+//! `storage/log.rs`). A delivery that is finished (delivered, or failed
+//! for good) goes with its entry and leaves the queue only once the entry
+//! is written, so a crash in between sends it again instead of losing the
 //! entry; a first attempt counts as settled only from then on as well.
 
 use actix::SpawnHandle;

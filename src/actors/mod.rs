@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod feed_budget;
 pub mod feed_session;
 mod log_buffer;
+pub mod log_writer;
 pub mod registry;
 
 use std::time::Duration;
@@ -18,9 +19,11 @@ use crate::metrics::Metrics;
 use crate::net::client::ClientSettings;
 use crate::storage::Store;
 
-/// What every delivery actor shares: the store and the delivery settings.
+/// What every delivery actor shares: the store, its log writer and the
+/// delivery settings.
 pub struct DeliveryContext {
     pub store: Store,
+    pub log_writer: actix::Addr<log_writer::LogWriter>,
     pub policy: RetryPolicy,
     pub client: ClientSettings,
     pub max_in_flight: usize,

@@ -13,6 +13,7 @@ use actix_web::web::Bytes;
 use uuid::Uuid;
 
 use super::delivery::{self, DeliveryActor};
+use super::log_writer::Written;
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::webhook::Webhook;
@@ -282,8 +283,11 @@ impl Handler<DrainAll> for Registry {
             .iter()
             .map(|a| a.send(delivery::Drain))
             .collect();
+        let log_writer = self.shared.log_writer.clone();
         Box::pin(async move {
             futures_util::future::join_all(drains).await;
+            // Each drained actor handed its last entries to the writer.
+            let _ = log_writer.send(Written).await;
         })
     }
 }

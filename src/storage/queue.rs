@@ -36,6 +36,17 @@ impl Store {
         Ok(())
     }
 
+    /// Ends a delivery for good (delivered, failed, dropped or deleted):
+    /// settles a first attempt held only in memory, or removes the
+    /// delivery from the queue tree.
+    pub fn finish_delivery(&self, d: &QueuedDelivery) -> Result<()> {
+        if d.only_in_event {
+            self.settle(d.event_id);
+            return Ok(());
+        }
+        self.remove_delivery(d.webhook_id, d.id)
+    }
+
     /// Removes queued deliveries whose webhook no longer exists (an ingest
     /// that raced the webhook's deletion can leave some); returns how many.
     /// Reads one key per webhook with a queue, jumping from one webhook's

@@ -29,6 +29,10 @@ impl Store {
             .transpose()
     }
 
+    pub fn webhook_exists(&self, id: Uuid) -> Result<bool> {
+        Ok(self.inner.webhooks.contains_key(id.as_bytes())?)
+    }
+
     /// The webhooks of one owner, newest first (ids are time-ordered).
     pub fn webhooks_of(&self, owner: Uuid) -> Result<Vec<Webhook>> {
         let mut out = Vec::new();

@@ -233,3 +233,69 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
     .await;
     rx.handle.stop(false).await;
 }
+
+/// An attempt in flight at SIGTERM that finishes within the grace period
+/// is logged before the process exits: after a restart its entry is there
+/// and it is not sent again.
+#[actix_web::test]
+async fn an_attempt_finished_during_shutdown_is_logged_and_not_sent_again() {
+    const APP: &str = "desktop.app_tracking.captured";
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
+        ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        ("HOOKRELAY_SERVER__SHUTDOWN_GRACE_S", "10"),
+    ];
+    let rx = Receiver::start().await;
+    rx.delay(500);
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (org_id, key) = api.org("acme").await;
+    // Ordered: one attempt at a time, in event order, so a first attempt
+    // sent again after the restart would arrive before a later event.
+    let webhook = json!({"name": "n", "url": rx.url, "events": ["*"], "ordered": true});
+    let (status, hook) = api
+        .call("POST", "/v1/webhooks", Some(&key), Some(webhook))
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook = hook["id"].as_str().unwrap().to_string();
+    let ingest = async |api: &crate::support::RemoteServer| {
+        let e = desktop_event(APP, &org_id);
+        let (status, _) = api.call("POST", "/v1/events", Some(&key), Some(e)).await;
+        assert_eq!(status, 202);
+    };
+    for _ in 0..3 {
+        ingest(&api).await;
+    }
+    eventually(
+        "the first attempt in flight",
+        Duration::from_secs(10),
+        async || (rx.count() == 1).then_some(()),
+    )
+    .await;
+    assert!(server.terminate().success(), "SIGTERM exits 0");
+    assert_eq!(rx.count(), 1, "nothing new starts during shutdown");
+    let first = rx.delivery_ids().into_iter().next().unwrap();
+
+    rx.delay(0);
+    let restarted = ChildServer::start(dir.path(), &env);
+    let api = restarted.client();
+    ingest(&api).await;
+    eventually(
+        "the rest, and the new event",
+        Duration::from_secs(20),
+        async || (rx.count() >= 4).then_some(()),
+    )
+    .await;
+    assert_eq!(rx.count(), 4, "the first was not sent again");
+    assert_eq!(rx.delivery_ids().len(), 4);
+    let path = format!("/v1/webhooks/{hook}/deliveries?limit=50");
+    let (_, log) = api.call("GET", &path, Some(&key), None).await;
+    let logged = log["data"].as_array().unwrap();
+    assert!(
+        logged
+            .iter()
+            .any(|e| e["delivery_id"] == first.as_str() && e["outcome"] == "delivered"),
+        "the shutdown's attempt is in the log: {log}"
+    );
+}
