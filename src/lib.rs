@@ -11,7 +11,8 @@
 //! - `signing`: the signature schemes and delivery headers.
 //! - `storage`: the only module that touches sled.
 //! - `net`: SSRF address rules and the guarded outbound client.
-//! - `actors`: the registry and one delivery actor per webhook.
+//! - `actors`: the registry, one delivery actor per webhook, the log
+//!   writer, and the broadcaster with its feed sessions.
 //! - `http`: the API, one file per resource.
 //! - `simulation`: sample payloads of every catalog event (SPEC §7).
 //! - `dashboard`: the embedded page served at `/`.

@@ -1,5 +1,6 @@
-//! The actors: the registry supervises one delivery actor per webhook;
-//! the broadcaster feeds the WebSocket feed sessions.
+//! The actors: the registry supervises one delivery actor per webhook,
+//! whose log batches the log writer stores; the broadcaster feeds the
+//! WebSocket feed sessions.
 
 mod body_cache;
 pub mod broadcaster;
