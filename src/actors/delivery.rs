@@ -95,9 +95,9 @@ impl Drop for Enqueue {
         let Some(d) = self.delivery.take().filter(|d| d.only_in_event) else {
             return;
         };
-        let stored = match self.store.webhook(d.webhook_id) {
-            Ok(Some(_)) => self.store.queue_first_attempt(&d),
-            Ok(None) => {
+        let stored = match self.store.webhook_exists(d.webhook_id) {
+            Ok(true) => self.store.queue_first_attempt(&d),
+            Ok(false) => {
                 self.store.settle(d.event_id);
                 Ok(())
             }
