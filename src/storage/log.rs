@@ -1,10 +1,10 @@
 //! The delivery log: one entry per attempt, per webhook, newest last.
 //!
 //! Entries are stored in batches, one compressed sled value per batch
-//! keyed by its first entry's id: a delivery actor writes the attempts
-//! judged within a few milliseconds together, since one sled insert per
-//! attempt cost about a sixth of all CPU time at 100 webhooks
-//! (benches/delivery.rs, c).
+//! keyed by its first entry's id: a delivery actor gathers the attempts it
+//! judges within a few milliseconds and the log writer stores them
+//! together, since one sled insert per attempt cost about a sixth of all
+//! CPU time at 100 webhooks (benches/delivery.rs, c).
 //! Entries get their ids as their batch is written, under one lock, so
 //! batches never interleave: every entry of a batch sorts after every
 //! entry of the batches keyed before it. A value written before batching

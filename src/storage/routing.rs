@@ -8,8 +8,8 @@
 //! (active, status, events); the next event reads sled again.
 //!
 //! NB: a lookup notes the generation before it reads sled and files its
-//! result under that generation, so a read that raced a change is never
-//! served after the change.
+//! result only if no change came in between, so a read that raced a
+//! change is never served after the change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,9 +32,10 @@ pub struct RoutingCache {
 
 #[derive(Default)]
 struct State {
+    /// Bumped by every change that can alter routing.
     generation: u64,
-    /// Owner id → (generation read under, its routes).
-    owners: HashMap<Uuid, (u64, Arc<[Route]>)>,
+    /// Owner id → its routes, all read in the current generation.
+    owners: HashMap<Uuid, Arc<[Route]>>,
 }
 
 impl RoutingCache {
@@ -68,10 +69,10 @@ impl Store {
         let cache = &self.inner.routing;
         let generation = {
             let state = cache.lock();
-            match state.owners.get(&owner) {
-                Some((g, routes)) if *g == state.generation => return Ok(routes.clone()),
-                _ => state.generation,
+            if let Some(routes) = state.owners.get(&owner) {
+                return Ok(routes.clone());
             }
+            state.generation
         };
         let routes: Arc<[Route]> = self
             .webhooks_of(owner)?
@@ -84,7 +85,7 @@ impl Store {
             .collect();
         let mut state = cache.lock();
         if state.generation == generation {
-            state.owners.insert(owner, (generation, routes.clone()));
+            state.owners.insert(owner, routes.clone());
         }
         Ok(routes)
     }
