@@ -334,9 +334,6 @@ async fn store_writes(
     let result = AttemptResult {
         status_code: Some(200),
         latency_ms: 1,
-        response_body: String::new(),
-        truncated: false,
-        error: None,
         request_headers: hookrelay::signing::delivery_headers(&hookrelay::signing::SignInput {
             scheme: hookrelay::domain::webhook::SignatureScheme::Trackpilots,
             secret: "0123456789abcdef0123456789abcdef",
@@ -346,7 +343,7 @@ async fn store_writes(
             body: &body,
         }),
         attempted_at: 1716000000000,
-        retry_after_ms: None,
+        ..Default::default()
     };
     let mut unlogged: std::collections::HashMap<uuid::Uuid, Vec<_>> = Default::default();
     let start = Instant::now();

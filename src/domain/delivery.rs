@@ -100,7 +100,7 @@ impl LogEntry {
 }
 
 /// What one HTTP attempt came to, before it is judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AttemptResult {
     pub status_code: Option<u16>,
     pub latency_ms: u64,

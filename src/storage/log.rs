@@ -208,13 +208,7 @@ mod tests {
     fn entry(outcome: Outcome) -> LogEntry {
         let result = AttemptResult {
             status_code: Some(200),
-            latency_ms: 1,
-            response_body: String::new(),
-            truncated: false,
-            error: None,
-            request_headers: vec![],
-            attempted_at: 0,
-            retry_after_ms: None,
+            ..Default::default()
         };
         let (delivery, event) = (Uuid::now_v7(), Uuid::now_v7());
         LogEntry::of_attempt((delivery, event, "e"), 1, outcome, result, None)

@@ -187,13 +187,7 @@ fn stored_event(id: Uuid) -> StoredEvent {
 fn delivered_entry(d: &QueuedDelivery) -> LogEntry {
     let result = AttemptResult {
         status_code: Some(200),
-        latency_ms: 1,
-        response_body: String::new(),
-        truncated: false,
-        error: None,
-        request_headers: vec![],
-        attempted_at: 0,
-        retry_after_ms: None,
+        ..Default::default()
     };
     LogEntry::of_attempt(
         (d.id, d.event_id, &d.event),
