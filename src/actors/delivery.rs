@@ -95,15 +95,7 @@ impl Drop for Enqueue {
         let Some(d) = self.delivery.take().filter(|d| d.only_in_event) else {
             return;
         };
-        let stored = match self.store.webhook_exists(d.webhook_id) {
-            Ok(true) => self.store.queue_first_attempt(&d),
-            Ok(false) => {
-                self.store.settle(d.event_id);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
+        if let Err(e) = self.store.queue_first_attempt(&d) {
             log::error!("cannot queue delivery {}: {e}", d.id);
         }
     }

@@ -119,10 +119,13 @@ impl Store {
     }
 
     /// Moves a first attempt held only in memory to the queue tree, where
-    /// its actor's start-up load finds it, and settles it. On failure it
-    /// stays unsettled: found in its event's record at the next start.
+    /// its actor's start-up load finds it, and settles it; if its webhook
+    /// is gone it only settles (nothing will send it). On failure it stays
+    /// unsettled: found in its event's record at the next start.
     pub fn queue_first_attempt(&self, d: &QueuedDelivery) -> Result<()> {
-        self.put_delivery(d)?;
+        if self.webhook_exists(d.webhook_id)? {
+            self.put_delivery(d)?;
+        }
         self.settle(d.event_id);
         Ok(())
     }
