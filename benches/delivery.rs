@@ -341,7 +341,10 @@ async fn store_writes(
             event: "desktop.app_tracking.captured",
             timestamp_ms: 1716000000000,
             body: &body,
-        }),
+        })
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect(),
         attempted_at: 1716000000000,
         ..Default::default()
     };
@@ -475,7 +478,8 @@ fn main() {
             let fan = start_hookrelay().await;
             add_webhooks(&fan, &url, 100).await;
             end_to_end(&fan, &seen, 20, 100).await; // warm-up
-            let (hundred, _) = end_to_end(&fan, &seen, 600, 100).await;
+            // 200,000 deliveries: over fewer, (c) moved by a tenth between runs.
+            let (hundred, _) = end_to_end(&fan, &seen, 2_000, 100).await;
             rows.push(format!("| (c) hookrelay, fan-out to 100 webhooks | {hundred:.0} deliveries/s = {:.0} % of (a) | ≥ 50 % |", hundred / raw * 100.0));
         }
         if wanted("f") {

@@ -63,31 +63,32 @@ pub struct SignInput<'a> {
 }
 
 /// The delivery headers, lower-case names, in the order they are sent.
-pub fn delivery_headers(input: &SignInput<'_>) -> Vec<(String, String)> {
+/// The names are static so that sending need not parse them.
+pub fn delivery_headers(input: &SignInput<'_>) -> Vec<(&'static str, String)> {
     let ts = input.timestamp_ms;
     let mut headers = vec![
-        ("content-type".to_string(), "application/json".to_string()),
-        ("user-agent".to_string(), USER_AGENT.to_string()),
-        ("x-webhook-id".to_string(), input.delivery_id.to_string()),
-        ("x-webhook-event".to_string(), input.event.to_string()),
-        ("x-webhook-timestamp".to_string(), ts.to_string()),
+        ("content-type", "application/json".to_string()),
+        ("user-agent", USER_AGENT.to_string()),
+        ("x-webhook-id", input.delivery_id.to_string()),
+        ("x-webhook-event", input.event.to_string()),
+        ("x-webhook-timestamp", ts.to_string()),
         (
-            "x-webhook-signature".to_string(),
+            "x-webhook-signature",
             trackpilots_signature(input.secret, ts, input.body),
         ),
     ];
     match input.scheme {
         SignatureScheme::Trackpilots => {}
         SignatureScheme::Trackelio => headers.push((
-            "x-trackelio-signature".to_string(),
+            "x-trackelio-signature",
             trackelio_signature(input.secret, input.body),
         )),
         SignatureScheme::StandardWebhooks => {
             let secs = ts / 1000;
-            headers.push(("webhook-id".to_string(), input.delivery_id.to_string()));
-            headers.push(("webhook-timestamp".to_string(), secs.to_string()));
+            headers.push(("webhook-id", input.delivery_id.to_string()));
+            headers.push(("webhook-timestamp", secs.to_string()));
             headers.push((
-                "webhook-signature".to_string(),
+                "webhook-signature",
                 standard_webhooks_signature(input.secret, input.delivery_id, secs, input.body),
             ));
         }

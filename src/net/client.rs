@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_tls::connect::{Resolve, Resolver};
+use actix_web::http::header::HeaderName;
 use actix_web::web::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
@@ -93,7 +94,8 @@ fn build_client(settings: ClientSettings) -> awc::Client {
         .connector(connector)
         .disable_redirects()
         .no_default_headers()
-        .timeout(settings.timeout)
+        // `send` bounds the whole exchange, response body included.
+        .disable_timeout()
         .finish()
 }
 
@@ -122,24 +124,14 @@ pub async fn deliver(
 pub async fn send(
     settings: ClientSettings,
     url: &str,
-    headers: Vec<(String, String)>,
+    headers: Vec<(&'static str, String)>,
     body: Bytes,
 ) -> AttemptResult {
     let attempted_at = clock::now_ms();
     let started = Instant::now();
-    let mut result = AttemptResult {
-        status_code: None,
-        latency_ms: 0,
-        response_body: String::new(),
-        truncated: false,
-        error: None,
-        request_headers: headers.clone(),
-        attempted_at,
-        retry_after_ms: None,
-    };
     let outcome = match literal_ip_blocked(url, settings.allow_private) {
         Some(err) => Err(err),
-        None => tokio::time::timeout(settings.timeout, exchange(settings, url, headers, body))
+        None => tokio::time::timeout(settings.timeout, exchange(settings, url, &headers, body))
             .await
             .unwrap_or_else(|_| {
                 Err(attempt_error(
@@ -148,7 +140,15 @@ pub async fn send(
                 ))
             }),
     };
-    result.latency_ms = started.elapsed().as_millis() as u64;
+    let mut result = AttemptResult {
+        latency_ms: started.elapsed().as_millis() as u64,
+        request_headers: headers
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
+        attempted_at,
+        ..Default::default()
+    };
     match outcome {
         Ok((status, retry_after, raw)) => {
             let (text, truncated) = truncate_body(&raw, settings.body_limit);
@@ -173,12 +173,12 @@ type Exchange = Result<(u16, Option<u64>, Vec<u8>), AttemptError>;
 async fn exchange(
     settings: ClientSettings,
     url: &str,
-    headers: Vec<(String, String)>,
+    headers: &[(&'static str, String)],
     body: Bytes,
 ) -> Exchange {
     let mut req = client(settings).post(url);
-    for (name, value) in &headers {
-        req = req.insert_header((name.as_str(), value.as_str()));
+    for (name, value) in headers {
+        req = req.insert_header((HeaderName::from_static(name), value.as_str()));
     }
     let mut resp = req.send_body(body).await.map_err(classify)?;
     let status = resp.status().as_u16();
