@@ -131,4 +131,28 @@ mod tests {
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
     }
+
+    /// Sending builds each name with `HeaderName::from_static`, which
+    /// panics on anything but a valid lower-case name.
+    #[test]
+    fn every_scheme_names_its_headers_validly_in_lower_case() {
+        for scheme in [
+            SignatureScheme::Trackpilots,
+            SignatureScheme::Trackelio,
+            SignatureScheme::StandardWebhooks,
+        ] {
+            let headers = delivery_headers(&SignInput {
+                scheme,
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                delivery_id: "d",
+                event: "e",
+                timestamp_ms: 1716000000000,
+                body: b"{}",
+            });
+            for (name, _) in headers {
+                let parsed = actix_web::http::header::HeaderName::try_from(name);
+                assert_eq!(parsed.map(|n| n.to_string()).ok().as_deref(), Some(name));
+            }
+        }
+    }
 }

@@ -120,8 +120,10 @@ pub async fn deliver(
 }
 
 /// Sends one POST and reports what came of it. Never fails: every problem
-/// is an `AttemptResult` with an error kind.
-pub async fn send(
+/// is an `AttemptResult` with an error kind. NB: the header names must be
+/// lower case, as `HeaderName::from_static` requires; `delivery_headers`'
+/// are.
+async fn send(
     settings: ClientSettings,
     url: &str,
     headers: Vec<(&'static str, String)>,
