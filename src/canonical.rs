@@ -29,46 +29,58 @@ pub struct Canonical {
 
 /// Parses `input` and returns it in canonical form.
 pub fn canonicalize(input: &[u8]) -> Result<Canonical, CanonicalError> {
-    let value: Value =
+    let mut value: Value =
         serde_json::from_slice(input).map_err(|e| CanonicalError::Syntax(e.to_string()))?;
-    canonicalize_value(value)
+    normalise(&mut value)?;
+    // Canonical output is never longer than the input.
+    let mut bytes = Vec::with_capacity(input.len());
+    serde_json::to_writer(&mut bytes, &value).expect("a Value always serialises");
+    Ok(Canonical { value, bytes })
 }
 
 /// Normalises an already parsed value (for example a sample payload).
-pub fn canonicalize_value(value: Value) -> Result<Canonical, CanonicalError> {
-    let value = normalise(value)?;
+pub fn canonicalize_value(mut value: Value) -> Result<Canonical, CanonicalError> {
+    normalise(&mut value)?;
     let bytes = serde_json::to_vec(&value).expect("a Value always serialises");
     Ok(Canonical { value, bytes })
 }
 
-fn normalise(value: Value) -> Result<Value, CanonicalError> {
-    Ok(match value {
-        Value::Number(n) => Value::Number(js_number(&n)?),
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(normalise).collect::<Result<_, _>>()?)
+/// In place: rebuilding every map and number cost as much as parsing.
+fn normalise(value: &mut Value) -> Result<(), CanonicalError> {
+    match value {
+        Value::Number(n) => {
+            if let Some(js) = js_number(n)? {
+                *n = js;
+            }
         }
-        Value::Object(map) => Value::Object(js_key_order(map)?),
-        other => other,
-    })
+        Value::Array(items) => items.iter_mut().try_for_each(normalise)?,
+        Value::Object(map) => {
+            map.values_mut().try_for_each(normalise)?;
+            // serde_json's map already keeps a repeated key in its first
+            // place with its last value, as JavaScript does.
+            if map.keys().any(|k| array_index(k).is_some()) {
+                js_key_order(map);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Array-index keys first in ascending numeric order, then the others as
 /// they came: the order of JavaScript's [[OwnPropertyKeys]].
-fn js_key_order(map: Map<String, Value>) -> Result<Map<String, Value>, CanonicalError> {
+fn js_key_order(map: &mut Map<String, Value>) {
     let mut indexed: Vec<(u32, String, Value)> = Vec::new();
     let mut named: Vec<(String, Value)> = Vec::with_capacity(map.len());
-    for (k, v) in map {
-        let v = normalise(v)?;
+    for (k, v) in std::mem::take(map) {
         match array_index(&k) {
             Some(i) => indexed.push((i, k, v)),
             None => named.push((k, v)),
         }
     }
     indexed.sort_by_key(|(i, _, _)| *i);
-    let mut out = Map::with_capacity(indexed.len() + named.len());
-    out.extend(indexed.into_iter().map(|(_, k, v)| (k, v)));
-    out.extend(named);
-    Ok(out)
+    map.extend(indexed.into_iter().map(|(_, k, v)| (k, v)));
+    map.extend(named);
 }
 
 /// `Some(n)` when `key` is a canonical array index: "0" or a decimal
@@ -86,25 +98,42 @@ fn array_index(key: &str) -> Option<u32> {
     (n <= 4_294_967_294).then_some(n as u32)
 }
 
-/// The number as JavaScript prints it after parsing its literal.
-fn js_number(n: &Number) -> Result<Number, CanonicalError> {
-    let literal = n.to_string();
+/// The number as JavaScript prints it after parsing its literal, or
+/// `None` when that is the literal itself.
+fn js_number(n: &Number) -> Result<Option<Number>, CanonicalError> {
+    let literal = n.as_str();
+    if is_plain_safe_integer(literal) {
+        return Ok(None);
+    }
     let looks_integral = !literal.contains(['e', 'E']);
     let f: f64 = literal
         .parse()
-        .map_err(|_| CanonicalError::OutOfRange(literal.clone()))?;
+        .map_err(|_| CanonicalError::OutOfRange(literal.to_string()))?;
     if !f.is_finite() {
-        return Err(CanonicalError::OutOfRange(literal));
+        return Err(CanonicalError::OutOfRange(literal.to_string()));
     }
     if looks_integral && f.fract() == 0.0 && f.abs() > MAX_SAFE_INTEGER {
-        return Err(CanonicalError::UnsafeInteger(literal));
+        return Err(CanonicalError::UnsafeInteger(literal.to_string()));
     }
+    let mut buffer = ryu_js::Buffer::new();
     let text = if f == 0.0 {
-        "0".to_string() // JavaScript prints -0 as 0
+        "0" // JavaScript prints -0 as 0
     } else {
-        ryu_js::Buffer::new().format_finite(f).to_string()
+        buffer.format_finite(f)
     };
-    Ok(text.parse().expect("ryu-js writes valid JSON numbers"))
+    Ok(Some(
+        text.parse().expect("ryu-js writes valid JSON numbers"),
+    ))
+}
+
+/// The common case, which JavaScript prints as written: an integer of at
+/// most 15 digits (below 2^53) other than -0. JSON forbids leading zeros.
+fn is_plain_safe_integer(literal: &str) -> bool {
+    let digits = literal.strip_prefix('-').unwrap_or(literal);
+    !digits.is_empty()
+        && digits.len() <= 15
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && literal != "-0"
 }
 
 #[cfg(test)]
@@ -124,6 +153,11 @@ mod tests {
         assert_eq!(
             canon("[9007199254740991, -9007199254740991, 1E2, 2.5E-3]"),
             "[9007199254740991,-9007199254740991,100,0.0025]"
+        );
+        assert_eq!(
+            canon("[999999999999999, -999999999999999, 1000000000000000, 0, -0, 7]"),
+            "[999999999999999,-999999999999999,1000000000000000,0,0,7]",
+            "integers either side of the 15-digit fast path"
         );
         assert_eq!(
             canon("[5e-324, 1.7976931348623157e308, 0.30000000000000004]"),
