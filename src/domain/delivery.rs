@@ -1,6 +1,8 @@
 //! Deliveries and their attempts: the queued record, the log entry of one
 //! attempt (SPEC §6), and the retry schedule as pure functions.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -11,7 +13,8 @@ pub struct QueuedDelivery {
     pub id: Uuid,
     pub webhook_id: Uuid,
     pub event_id: Uuid,
-    pub event: String,
+    /// The event type, shared by all the deliveries of the event.
+    pub event: Arc<str>,
     /// Attempts already made.
     pub attempts: u32,
     pub next_attempt_at: u64,
@@ -55,7 +58,7 @@ pub struct LogEntry {
     pub id: Uuid,
     pub delivery_id: Uuid,
     pub event_id: Uuid,
-    pub event: String,
+    pub event: Arc<str>,
     pub attempt: u32,
     pub outcome: Outcome,
     pub status_code: Option<u16>,
@@ -73,7 +76,7 @@ impl LogEntry {
     /// The entry for one attempt of (delivery id, event id, event type).
     /// Its id is nil until `Store::append_log` gives it one.
     pub fn of_attempt(
-        (delivery_id, event_id, event): (Uuid, Uuid, &str),
+        (delivery_id, event_id, event): (Uuid, Uuid, &Arc<str>),
         attempt: u32,
         outcome: Outcome,
         r: AttemptResult,
@@ -83,7 +86,7 @@ impl LogEntry {
             id: Uuid::nil(),
             delivery_id,
             event_id,
-            event: event.to_string(),
+            event: event.clone(),
             attempt,
             outcome,
             status_code: r.status_code,

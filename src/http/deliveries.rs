@@ -86,7 +86,7 @@ impl From<LogEntry> for LogEntryOut {
             id: e.id,
             delivery_id: e.delivery_id,
             event_id: e.event_id,
-            event: e.event,
+            event: e.event.to_string(),
             attempt: e.attempt,
             outcome: e.outcome,
             status_code: e.status_code,

@@ -125,13 +125,14 @@ pub async fn ingest(
         team_id: env.team_id.clone(),
         received_at: now,
     };
+    let event_type: std::sync::Arc<str> = event.event.as_str().into();
     let deliveries: Vec<QueuedDelivery> = subscribers
         .iter()
         .map(|&webhook_id| QueuedDelivery {
             id: Uuid::now_v7(),
             webhook_id,
             event_id: event.id,
-            event: event.event.clone(),
+            event: event_type.clone(),
             attempts: 0,
             next_attempt_at: now,
             created_at: now,

@@ -208,7 +208,7 @@ pub async fn send(
         Outcome::Failed
     };
     let mut entry = LogEntry::of_attempt(
-        (delivery_id, delivery_id, &input.event),
+        (delivery_id, delivery_id, &input.event.as_str().into()),
         1,
         outcome,
         result.clone(),

@@ -211,7 +211,7 @@ mod tests {
             ..Default::default()
         };
         let (delivery, event) = (Uuid::now_v7(), Uuid::now_v7());
-        LogEntry::of_attempt((delivery, event, "e"), 1, outcome, result, None)
+        LogEntry::of_attempt((delivery, event, &"e".into()), 1, outcome, result, None)
     }
 
     /// A store whose webhook `hook` has a value written before batching,

@@ -154,7 +154,7 @@ impl Store {
                     id,
                     webhook_id,
                     event_id: event.header.id,
-                    event: event.header.event.clone(),
+                    event: event.header.event.as_str().into(),
                     attempts: 0,
                     next_attempt_at: now_ms(),
                     created_at: event.header.received_at,
