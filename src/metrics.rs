@@ -4,7 +4,8 @@
 //! `TOP_QUEUES` webhooks only, beside the total.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -12,12 +13,27 @@ use prometheus::{
 };
 use uuid::Uuid;
 
+use crate::domain::delivery::Outcome;
+
 const TOP_QUEUES: usize = 10;
+
+const OUTCOMES: [(Outcome, &str); 3] = [
+    (Outcome::Delivered, "delivered"),
+    (Outcome::Pending, "pending"),
+    (Outcome::Failed, "failed"),
+];
+const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "none"];
+
+/// One webhook actor's queue depth (queued + in flight), which the actor
+/// stores as it changes and a scrape reads.
+pub type DepthSlot = Arc<AtomicUsize>;
 
 pub struct Metrics {
     registry: Registry,
     pub events_ingested: IntCounterVec,
-    pub deliveries: IntCounterVec,
+    /// `delivery_attempts_total` by outcome and status class, resolved
+    /// once: a label lookup per attempt hashed both labels every time.
+    attempts: Vec<[IntCounter; 5]>,
     pub attempt_latency: Histogram,
     pub retries_scheduled: IntCounter,
     pub webhooks_disabled: IntCounter,
@@ -27,8 +43,11 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     queue_depth_total: IntGauge,
     storage_bytes: IntGauge,
-    /// Each webhook actor's latest queue depth, reported as it changes.
-    depths: Mutex<HashMap<Uuid, usize>>,
+    /// Each webhook actor's queue depth. NB: an actor writes its slot with
+    /// one atomic store, where a map behind one lock was taken twice per
+    /// delivery from every arbiter; a slot whose actor is gone is dropped
+    /// at the next scrape.
+    depths: Mutex<HashMap<Uuid, DepthSlot>>,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -62,11 +81,11 @@ impl Metrics {
                 "Events accepted, by event type",
                 &["event"],
             ),
-            deliveries: counter_vec(
+            attempts: attempt_counters(&counter_vec(
                 "delivery_attempts_total",
                 "Delivery attempts, by outcome and response status class",
                 &["outcome", "status_class"],
-            ),
+            )),
             attempt_latency: histogram(
                 "attempt_duration_seconds",
                 "Time from sending an attempt to its answer",
@@ -125,13 +144,18 @@ impl Metrics {
         }
     }
 
-    /// A webhook actor's queue depth (queued + in flight) changed.
-    pub fn set_queue_depth(&self, webhook: Uuid, depth: usize) {
-        let mut d = self.depths.lock().unwrap_or_else(|e| e.into_inner());
-        if depth == 0 {
-            d.remove(&webhook);
-        } else {
-            d.insert(webhook, depth);
+    /// The slot a webhook's actor reports its queue depth in.
+    pub fn queue_depth_slot(&self, webhook: Uuid) -> DepthSlot {
+        let mut depths = self.depths.lock().unwrap_or_else(|e| e.into_inner());
+        depths.entry(webhook).or_default().clone()
+    }
+
+    pub fn count_attempt(&self, outcome: Outcome, status: Option<u16>) {
+        let row = OUTCOMES.iter().position(|(o, _)| *o == outcome);
+        let class = Self::status_class(status);
+        let column = STATUS_CLASSES.iter().position(|c| *c == class);
+        if let (Some(row), Some(column)) = (row, column) {
+            self.attempts[row][column].inc();
         }
     }
 
@@ -150,16 +174,21 @@ impl Metrics {
     pub fn render(&self, storage_bytes: u64) -> String {
         self.storage_bytes.set(storage_bytes as i64);
         {
-            let depths = self.depths.lock().unwrap_or_else(|e| e.into_inner());
+            let mut depths = self.depths.lock().unwrap_or_else(|e| e.into_inner());
+            depths.retain(|_, slot| Arc::strong_count(slot) > 1);
+            let mut top: Vec<(&Uuid, usize)> = depths
+                .iter()
+                .map(|(id, slot)| (id, slot.load(Ordering::Relaxed)))
+                .filter(|&(_, depth)| depth > 0)
+                .collect();
             self.queue_depth_total
-                .set(depths.values().sum::<usize>() as i64);
-            let mut top: Vec<(&Uuid, &usize)> = depths.iter().collect();
-            top.sort_by(|a, b| b.1.cmp(a.1));
+                .set(top.iter().map(|&(_, depth)| depth).sum::<usize>() as i64);
+            top.sort_by_key(|&(_, depth)| std::cmp::Reverse(depth));
             self.queue_depth.reset();
             for (id, depth) in top.into_iter().take(TOP_QUEUES) {
                 self.queue_depth
                     .with_label_values(&[&id.to_string()])
-                    .set(*depth as i64);
+                    .set(depth as i64);
             }
         }
         let mut out = Vec::new();
@@ -168,8 +197,73 @@ impl Metrics {
     }
 }
 
+/// Every (outcome, status class) series of `vec`, in `OUTCOMES` ×
+/// `STATUS_CLASSES` order.
+fn attempt_counters(vec: &IntCounterVec) -> Vec<[IntCounter; 5]> {
+    OUTCOMES
+        .iter()
+        .map(|(_, outcome)| STATUS_CLASSES.map(|class| vec.with_label_values(&[outcome, class])))
+        .collect()
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn queue_depths_are_summed_and_a_gone_actor_is_dropped() {
+        let m = Metrics::new();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let slot_a = m.queue_depth_slot(a);
+        let slot_b = m.queue_depth_slot(b);
+        slot_a.store(3, Ordering::Relaxed);
+        slot_b.store(4, Ordering::Relaxed);
+        let text = m.render(0);
+        assert_eq!(
+            line(&text, "hookrelay_queue_depth_total"),
+            Some("hookrelay_queue_depth_total 7")
+        );
+        let a_line = format!("hookrelay_queue_depth{{webhook=\"{a}\"}} 3");
+        assert!(text.lines().any(|l| l == a_line), "{text}");
+
+        drop(slot_a); // its actor is gone
+        slot_b.store(0, Ordering::Relaxed); // idle
+        let text = m.render(0);
+        assert_eq!(
+            line(&text, "hookrelay_queue_depth_total"),
+            Some("hookrelay_queue_depth_total 0")
+        );
+        assert!(line(&text, "hookrelay_queue_depth{").is_none(), "{text}");
+        assert_eq!(
+            m.depths.lock().unwrap().len(),
+            1,
+            "only the live actor's slot stays"
+        );
+    }
+
+    #[test]
+    fn attempts_are_counted_by_outcome_and_status_class() {
+        let m = Metrics::new();
+        m.count_attempt(Outcome::Delivered, Some(204));
+        m.count_attempt(Outcome::Pending, None);
+        m.count_attempt(Outcome::Pending, None);
+        let text = m.render(0);
+        for expected in [
+            "hookrelay_delivery_attempts_total{outcome=\"delivered\",status_class=\"2xx\"} 1",
+            "hookrelay_delivery_attempts_total{outcome=\"pending\",status_class=\"none\"} 2",
+            "hookrelay_delivery_attempts_total{outcome=\"failed\",status_class=\"5xx\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in {text}");
+        }
     }
 }

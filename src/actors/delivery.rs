@@ -30,7 +30,7 @@ use super::DeliveryContext;
 use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::webhook::{Webhook, WebhookStatus};
-use crate::metrics::Metrics;
+use crate::metrics::DepthSlot;
 use crate::net::client;
 use crate::storage::Store;
 
@@ -63,6 +63,8 @@ pub struct DeliveryActor {
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
     /// Attempts judged but not yet written to the log.
     log: LogBuffer,
+    /// Where this actor's queue depth is reported for `/metrics`.
+    depth: DepthSlot,
 }
 
 /// A new delivery for this webhook, already durable in sled.
@@ -130,6 +132,7 @@ pub struct Depth;
 
 impl DeliveryActor {
     pub fn new(webhook_id: Uuid, shared: Arc<DeliveryContext>) -> Self {
+        let depth = shared.metrics.queue_depth_slot(webhook_id);
         DeliveryActor {
             webhook_id,
             shared,
@@ -143,6 +146,7 @@ impl DeliveryActor {
             loaded_until: 0,
             draining: None,
             log: LogBuffer::default(),
+            depth,
         }
     }
 
@@ -331,14 +335,7 @@ impl DeliveryActor {
 
     fn count_attempt(&self, outcome: Outcome, result: &AttemptResult) {
         let m = &self.shared.metrics;
-        let label = match outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Pending => "pending",
-            Outcome::Failed => "failed",
-        };
-        m.deliveries
-            .with_label_values(&[label, Metrics::status_class(result.status_code)])
-            .inc();
+        m.count_attempt(outcome, result.status_code);
         m.attempt_latency.observe(result.latency_ms as f64 / 1000.0);
         if outcome == Outcome::Pending {
             m.retries_scheduled.inc();
@@ -347,7 +344,8 @@ impl DeliveryActor {
 
     fn report_depth(&self) {
         let depth = self.queue.len() + self.in_flight.len();
-        self.shared.metrics.set_queue_depth(self.webhook_id, depth);
+        self.depth
+            .store(depth, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ends a delivery that can never be sent.
