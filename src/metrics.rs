@@ -17,12 +17,29 @@ use crate::domain::delivery::Outcome;
 
 const TOP_QUEUES: usize = 10;
 
-const OUTCOMES: [(Outcome, &str); 3] = [
-    (Outcome::Delivered, "delivered"),
-    (Outcome::Pending, "pending"),
-    (Outcome::Failed, "failed"),
-];
+/// The label values of `delivery_attempts_total`, indexed by `outcome_row`
+/// and `status_column`.
+const OUTCOMES: [&str; 3] = ["delivered", "pending", "failed"];
 const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "none"];
+
+fn outcome_row(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Delivered => 0,
+        Outcome::Pending => 1,
+        Outcome::Failed => 2,
+    }
+}
+
+/// `2xx` … `5xx`, or `none` when no answer came.
+fn status_column(status: Option<u16>) -> usize {
+    match status {
+        Some(200..=299) => 0,
+        Some(300..=399) => 1,
+        Some(400..=499) => 2,
+        Some(500..=599) => 3,
+        _ => 4,
+    }
+}
 
 /// One webhook actor's queue depth (queued + in flight), which the actor
 /// stores as it changes and a scrape reads.
@@ -151,23 +168,7 @@ impl Metrics {
     }
 
     pub fn count_attempt(&self, outcome: Outcome, status: Option<u16>) {
-        let row = OUTCOMES.iter().position(|(o, _)| *o == outcome);
-        let class = Self::status_class(status);
-        let column = STATUS_CLASSES.iter().position(|c| *c == class);
-        if let (Some(row), Some(column)) = (row, column) {
-            self.attempts[row][column].inc();
-        }
-    }
-
-    /// `2xx` … `5xx`, or `none` when no answer came.
-    pub fn status_class(status: Option<u16>) -> &'static str {
-        match status {
-            Some(200..=299) => "2xx",
-            Some(300..=399) => "3xx",
-            Some(400..=499) => "4xx",
-            Some(500..=599) => "5xx",
-            _ => "none",
-        }
+        self.attempts[outcome_row(outcome)][status_column(status)].inc();
     }
 
     /// The text exposition, with the scrape-time gauges refreshed.
@@ -202,7 +203,7 @@ impl Metrics {
 fn attempt_counters(vec: &IntCounterVec) -> Vec<[IntCounter; 5]> {
     OUTCOMES
         .iter()
-        .map(|(_, outcome)| STATUS_CLASSES.map(|class| vec.with_label_values(&[outcome, class])))
+        .map(|outcome| STATUS_CLASSES.map(|class| vec.with_label_values(&[outcome, class])))
         .collect()
 }
 
