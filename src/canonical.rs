@@ -32,7 +32,8 @@ pub fn canonicalize(input: &[u8]) -> Result<Canonical, CanonicalError> {
     let mut value: Value =
         serde_json::from_slice(input).map_err(|e| CanonicalError::Syntax(e.to_string()))?;
     normalise(&mut value)?;
-    // Canonical output is never longer than the input.
+    // About the input's length: canonical output only drops whitespace and
+    // escapes, and seldom grows (`1e21` becomes `1e+21`).
     let mut bytes = Vec::with_capacity(input.len());
     serde_json::to_writer(&mut bytes, &value).expect("a Value always serialises");
     Ok(Canonical { value, bytes })
