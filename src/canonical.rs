@@ -5,7 +5,9 @@
 //! ECMAScript's shortest round-trip form; strings escaped as JSON.stringify
 //! escapes them. What JavaScript cannot carry faithfully is refused.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
+
+mod fast;
 
 /// The largest integer a JavaScript number holds exactly (2^53 − 1).
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
@@ -27,8 +29,16 @@ pub struct Canonical {
     pub bytes: Vec<u8>,
 }
 
-/// Parses `input` and returns it in canonical form.
-pub fn canonicalize(input: &[u8]) -> Result<Canonical, CanonicalError> {
+/// `input` in canonical form: copied in one pass when it nearly is
+/// already (see `fast.rs`), otherwise parsed and rewritten.
+pub fn canonicalize(input: &[u8]) -> Result<Vec<u8>, CanonicalError> {
+    match fast::compact(input) {
+        Some(bytes) => Ok(bytes),
+        None => canonicalize_fully(input),
+    }
+}
+
+fn canonicalize_fully(input: &[u8]) -> Result<Vec<u8>, CanonicalError> {
     let mut value: Value =
         serde_json::from_slice(input).map_err(|e| CanonicalError::Syntax(e.to_string()))?;
     normalise(&mut value)?;
@@ -36,7 +46,7 @@ pub fn canonicalize(input: &[u8]) -> Result<Canonical, CanonicalError> {
     // escapes, and seldom grows (`1e21` becomes `1e+21`).
     let mut bytes = Vec::with_capacity(input.len());
     serde_json::to_writer(&mut bytes, &value).expect("a Value always serialises");
-    Ok(Canonical { value, bytes })
+    Ok(bytes)
 }
 
 /// Normalises an already parsed value (for example a sample payload).
@@ -50,8 +60,9 @@ pub fn canonicalize_value(mut value: Value) -> Result<Canonical, CanonicalError>
 fn normalise(value: &mut Value) -> Result<(), CanonicalError> {
     match value {
         Value::Number(n) => {
-            if let Some(js) = js_number(n)? {
-                *n = js;
+            let mut buffer = ryu_js::Buffer::new();
+            if let Some(js) = js_literal(n.as_str(), &mut buffer)? {
+                *n = js.parse().expect("ryu-js writes valid JSON numbers");
             }
         }
         Value::Array(items) => items.iter_mut().try_for_each(normalise)?,
@@ -101,8 +112,10 @@ fn array_index(key: &str) -> Option<u32> {
 
 /// The number as JavaScript prints it after parsing its literal, or
 /// `None` when that is the literal itself.
-fn js_number(n: &Number) -> Result<Option<Number>, CanonicalError> {
-    let literal = n.as_str();
+fn js_literal<'b>(
+    literal: &str,
+    buffer: &'b mut ryu_js::Buffer,
+) -> Result<Option<&'b str>, CanonicalError> {
     if is_plain_safe_integer(literal) {
         return Ok(None);
     }
@@ -116,15 +129,11 @@ fn js_number(n: &Number) -> Result<Option<Number>, CanonicalError> {
     if looks_integral && f.fract() == 0.0 && f.abs() > MAX_SAFE_INTEGER {
         return Err(CanonicalError::UnsafeInteger(literal.to_string()));
     }
-    let mut buffer = ryu_js::Buffer::new();
-    let text = if f == 0.0 {
+    Ok(Some(if f == 0.0 {
         "0" // JavaScript prints -0 as 0
     } else {
         buffer.format_finite(f)
-    };
-    Ok(Some(
-        text.parse().expect("ryu-js writes valid JSON numbers"),
-    ))
+    }))
 }
 
 /// The common case, which JavaScript prints as written: an integer of at
@@ -142,7 +151,7 @@ mod tests {
     use super::*;
 
     fn canon(s: &str) -> String {
-        String::from_utf8(canonicalize(s.as_bytes()).unwrap().bytes).unwrap()
+        String::from_utf8(canonicalize(s.as_bytes()).unwrap()).unwrap()
     }
 
     #[test]
@@ -223,5 +232,91 @@ mod tests {
         let once = canon(" { \"a\" : [ 1 , 2.50 , { } , [ ] , null , true ] } ");
         assert_eq!(once, r#"{"a":[1,2.5,{},[],null,true]}"#);
         assert_eq!(canon(&once), once);
+    }
+
+    /// Documents the fast path must copy, and ones it must leave to the
+    /// full parse; either way the result is the full parse's.
+    const CORPUS: &[&str] = &[
+        r#"{"event":"a.b","data":[{"organisation":{"organisationId":"x"},"n":-12,"f":0.5}]}"#,
+        " { \"a\" : [ 1 , 2.50 , { } , [ ] , null , true, false ] } ",
+        r#"["\"\\\b\f\n\r\t", "é😀 ", "a/b"]"#,
+        r#"[1.0, 1e21, 1E2, -0, -0.0, 5e-324, 0.1, 999999999999999, 1000000000000000]"#,
+        r#"{"a\"b":1,"a\\b":2,"a":{"a":{"a":[]}}}"#,
+        "[\"\u{2028}\u{7f}\"]  ",
+        r#"["\u0041", "\/"]"#,
+        r#"{"1":1,"a":2}"#,
+        r#"{"a":1,"b":2,"a":3}"#,
+        r#"[9007199254740992]"#,
+        r#"[1e400]"#,
+        r#"[01]"#,
+        r#"[1.]"#,
+        r#"[.5]"#,
+        r#"[-]"#,
+        r#"[1e]"#,
+        r#"[1,]"#,
+        r#"{"a":1,}"#,
+        r#"{"a" 1}"#,
+        r#"[tru]"#,
+        "[\"\t\"]",
+        "[1] x",
+        "",
+        "\u{feff}[]",
+    ];
+
+    #[test]
+    fn fast_path_agrees_with_the_full_parse() {
+        let mut copied = 0;
+        for doc in CORPUS {
+            let full = canonicalize_fully(doc.as_bytes());
+            if let Some(fast) = fast::compact(doc.as_bytes()) {
+                copied += 1;
+                assert_eq!(Ok(fast), full, "{doc}");
+            }
+        }
+        assert_eq!(copied, 6, "the first six documents take the fast path");
+    }
+
+    #[test]
+    fn fast_path_gives_up_on_deep_nesting_and_many_keys() {
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(fast::compact(deep.as_bytes()).is_none());
+        assert!(canonicalize(deep.as_bytes()).is_err(), "serde_json's limit");
+        let keys: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        let wide = format!("{{{}}}", keys.join(","));
+        assert!(fast::compact(wide.as_bytes()).is_none());
+        assert_eq!(canon(&wide), wide);
+    }
+
+    /// Random edits of the corpus: whatever the fast path copies, the full
+    /// parse must produce byte for byte.
+    #[test]
+    fn fast_path_agrees_on_mutated_documents() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"{}[]\",:\\ .-+eE0123456789aux/ntfr\x01";
+        let (mut copied, mut tried) = (0, 0);
+        for doc in CORPUS.iter().cycle().take(20_000) {
+            let mut bytes = doc.as_bytes().to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..=bytes.len());
+                let byte = alphabet[rng.gen_range(0..alphabet.len())];
+                match rng.gen_range(0..3) {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => bytes[at] = byte,
+                    _ if at < bytes.len() => drop(bytes.remove(at)),
+                    _ => {}
+                }
+            }
+            tried += 1;
+            if let Some(fast) = fast::compact(&bytes) {
+                copied += 1;
+                let full = canonicalize_fully(&bytes);
+                assert_eq!(Ok(fast), full, "{:?}", String::from_utf8_lossy(&bytes));
+            }
+        }
+        assert!(
+            copied > tried / 20,
+            "only {copied} of {tried} took the fast path"
+        );
     }
 }

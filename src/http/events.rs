@@ -35,7 +35,7 @@ pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted,
         other => ApiError::unprocessable("unrepresentable_number", other.to_string()),
     })?;
     let envelope =
-        parse_envelope(&canonical.value).map_err(|e| ApiError::validation(e.field, e.message))?;
+        parse_envelope(&canonical).map_err(|e| ApiError::validation(e.field, e.message))?;
     if !state.catalog.contains(&envelope.event) {
         return Err(ApiError::unprocessable(
             "unknown_event_type",
@@ -55,7 +55,7 @@ pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted,
     Ok(Accepted {
         envelope,
         organisation,
-        body: Bytes::from(canonical.bytes),
+        body: Bytes::from(canonical),
     })
 }
 
