@@ -5,7 +5,8 @@
 //!     each event fanned out to 100 webhooks; (d) ingest-to-receipt latency
 //!     at half the sustained rate of (b); (e) peak RSS and start-up time of
 //!     the release binary with 10,000 registered webhooks.
-//! (b) and (c) are reported as ratios to (a). For context it also measures
+//! (b) and (c) are reported as ratios to (a), and (a), (b) and (c) also as
+//! the process's CPU time per request or delivery. For context it measures
 //! (f) the storage alone: hookrelay's own store doing (b)'s and (c)'s
 //! writes and flushes at the same concurrency on every core, with no HTTP
 //! at all: an upper bound on (b) and (c) while every event and attempt
@@ -101,13 +102,13 @@ async fn post(client: &awc::Client, url: &str, key: Option<&str>, body: Vec<u8>)
     }
 }
 
-/// (a) The receiver hit directly: requests/s.
-async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> f64 {
+/// (a) The receiver hit directly: (requests/s, µs of CPU per request).
+async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> (f64, f64) {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
     let (next, ok) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     join_all((0..CONCURRENCY).map(|_| async {
         while next.fetch_add(1, Ordering::Relaxed) < total && start.elapsed() < LIMIT {
             if post(&client, url, None, body.to_vec()).await == 200 {
@@ -121,7 +122,8 @@ async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> f64 {
         ok * 100 >= total * 99,
         "only {ok} of {total} direct requests succeeded"
     );
-    ok as f64 / start.elapsed().as_secs_f64()
+    let cpu_us = (cpu_seconds() - cpu) * 1e6 / ok as f64;
+    (ok as f64 / start.elapsed().as_secs_f64(), cpu_us)
 }
 
 async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {
@@ -137,9 +139,32 @@ async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {
     }
 }
 
-/// Ingests `events` and waits for `events * fanout` receipts:
-/// (deliveries/s, acknowledged ingests/s).
-async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) -> (f64, f64) {
+/// CPU time (user and system) used so far by this whole process: the load
+/// generator, the receiver and hookrelay alike.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// What one end-to-end run measured.
+struct Run {
+    deliveries_per_s: f64,
+    ingests_per_s: f64,
+    /// The process's CPU time per delivery, in µs: against (a)'s per
+    /// request, how much more work a delivery is than one bare exchange.
+    /// With both cores busy it is about 2 cores / throughput, so it moves
+    /// with throughput between runs and is no steadier a measure.
+    cpu_us_per_delivery: f64,
+}
+
+/// Ingests `events` and waits for `events * fanout` receipts.
+async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) -> Run {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
@@ -149,7 +174,7 @@ async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) ->
     let url = format!("{}/v1/events", h.base);
     // Built once, as (a)'s: the load generator shares the cores measured.
     let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     join_all((0..CONCURRENCY).map(|_| async {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -164,9 +189,12 @@ async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) ->
     while seen.count.load(Ordering::SeqCst) < expected && start.elapsed() < LIMIT {
         actix_web::rt::time::sleep(Duration::from_millis(2)).await;
     }
-    let delivered =
-        (seen.count.load(Ordering::SeqCst) - before) as f64 / start.elapsed().as_secs_f64();
-    (delivered, ingest)
+    let delivered = (seen.count.load(Ordering::SeqCst) - before) as f64;
+    Run {
+        deliveries_per_s: delivered / start.elapsed().as_secs_f64(),
+        ingests_per_s: ingest,
+        cpu_us_per_delivery: (cpu_seconds() - cpu) * 1e6 / delivered.max(1.0),
+    }
 }
 
 /// Ingests at `rate` events/s for `events` events; latency percentiles (ms).
@@ -464,13 +492,14 @@ fn main() {
         let h = start_hookrelay().await;
         let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
         raw_ceiling(&url, &body, 2_000).await; // warm-up
-        let raw = raw_ceiling(&url, &body, 100_000).await;
-        let mut rows = vec![format!("| (a) raw ceiling, receiver hit directly | {raw:.0} req/s | baseline |")];
+        let (raw, raw_cpu) = raw_ceiling(&url, &body, 100_000).await;
+        let mut rows = vec![format!("| (a) raw ceiling, receiver hit directly | {raw:.0} req/s ({raw_cpu:.0} µs of CPU per request) | baseline |")];
         if wanted("b") || wanted("d") {
             add_webhooks(&h, &url, 1).await;
             end_to_end(&h, &seen, 1_000, 1).await; // warm-up
-            let (one, one_ingest) = end_to_end(&h, &seen, 40_000, 1).await;
-            rows.push(format!("| (b) hookrelay, 1 webhook | {one:.0} deliveries/s = {:.0} % of (a) (durable ingests acknowledged at {one_ingest:.0}/s) | ≥ 35 % |", one / raw * 100.0));
+            let run = end_to_end(&h, &seen, 40_000, 1).await;
+            let one = run.deliveries_per_s;
+            rows.push(format!("| (b) hookrelay, 1 webhook | {one:.0} deliveries/s = {:.0} % of (a) (durable ingests acknowledged at {:.0}/s; {:.0} µs of CPU per delivery) | ≥ 35 % |", one / raw * 100.0, run.ingests_per_s, run.cpu_us_per_delivery));
             if wanted("d") {
                 let (p50, p99, max) = latency(&h, &seen, one / 2.0, (one * 3.0) as usize).await;
                 rows.push(format!("| (d) ingest→receipt latency at {:.0} events/s | p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms | p99 ≤ 10 ms |", one / 2.0));
@@ -481,8 +510,9 @@ fn main() {
             add_webhooks(&fan, &url, 100).await;
             end_to_end(&fan, &seen, 20, 100).await; // warm-up
             // 200,000 deliveries: over fewer, (c) moved by a tenth between runs.
-            let (hundred, _) = end_to_end(&fan, &seen, 2_000, 100).await;
-            rows.push(format!("| (c) hookrelay, fan-out to 100 webhooks | {hundred:.0} deliveries/s = {:.0} % of (a) | ≥ 50 % |", hundred / raw * 100.0));
+            let run = end_to_end(&fan, &seen, 2_000, 100).await;
+            let hundred = run.deliveries_per_s;
+            rows.push(format!("| (c) hookrelay, fan-out to 100 webhooks | {hundred:.0} deliveries/s = {:.0} % of (a) ({:.0} µs of CPU per delivery) | ≥ 50 % |", hundred / raw * 100.0, run.cpu_us_per_delivery));
         }
         if wanted("f") {
             let one = storage_ceiling(10_000, 1);
