@@ -11,7 +11,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::broadcaster::{Broadcaster, CloseAll, FeedEvent};
 use crate::actors::log_writer::LogWriter;
-use crate::actors::registry::{DrainAll, Registry};
+use crate::actors::registry::{DrainAll, Registry, StopAll};
 use crate::actors::DeliveryContext;
 use crate::config::{Config, ConfigError};
 use crate::domain::catalog::Catalog;
@@ -184,7 +184,12 @@ impl Application {
                 server.await
             }
         };
-        self.registry.do_send(StopRegistry);
+        let stopped = actix_web::rt::time::timeout(self.grace, self.registry.send(StopAll)).await;
+        if !matches!(stopped, Ok(Ok(()))) {
+            log::warn!(
+                "delivery actors did not all stop in time; the next start recovers what they held"
+            );
+        }
         if let Err(e) = self.store.flush().await {
             log::error!("final flush failed: {e}");
         }
@@ -205,20 +210,6 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = int.recv() => "SIGINT",
         _ = term.recv() => "SIGTERM",
-    }
-}
-
-/// Stops the registry (and with it every delivery actor).
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-struct StopRegistry;
-
-impl actix::Handler<StopRegistry> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, _: StopRegistry, ctx: &mut Self::Context) {
-        use actix::ActorContext;
-        ctx.stop();
     }
 }
 

@@ -145,6 +145,19 @@ pub struct CrashActor {
 #[rtype(result = "()")]
 pub struct DrainAll;
 
+/// Shutdown's last step, once no request can send a delivery any more:
+/// every actor stores what it still holds in sled and stops, then the
+/// registry and the delivery threads stop. Answers once those writes are
+/// done, so the final flush covers them.
+///
+/// NB: a delivery acknowledged during the grace period reaches an actor
+/// already drained, which keeps it in memory only; without this wait it
+/// could miss the final flush and be found again only by the search that
+/// follows a crash.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
 /// How many webhook actors are running.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -270,6 +283,26 @@ impl Handler<ActorCount> for Registry {
 
     fn handle(&mut self, _: ActorCount, _: &mut Context<Self>) -> usize {
         self.actors.len()
+    }
+}
+
+impl Handler<StopAll> for Registry {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopAll, _: &mut Context<Self>) -> Self::Result {
+        let stops: Vec<_> = self
+            .actors
+            .drain()
+            .iter()
+            .map(|a| a.send(delivery::Stop { deleted: false }))
+            .collect();
+        let log_writer = self.shared.log_writer.clone();
+        let stopped = async move {
+            futures_util::future::join_all(stops).await;
+            // Each stopped actor handed its last entries to the writer.
+            let _ = log_writer.send(Written).await;
+        };
+        Box::pin(stopped.into_actor(self).map(|_, _, ctx| ctx.stop()))
     }
 }
 

@@ -299,3 +299,100 @@ async fn an_attempt_finished_during_shutdown_is_logged_and_not_sent_again() {
         "the shutdown's attempt is in the log: {log}"
     );
 }
+
+/// An ingest still arriving when SIGTERM comes is answered 202 during the
+/// grace period, and its delivery reaches an actor that is already
+/// draining. Shutdown itself must store it: after the restart it is
+/// delivered from its queue entry, not found again by the search that
+/// follows a crash.
+#[actix_web::test]
+async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const APP: &str = "desktop.app_tracking.captured";
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
+        ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        ("HOOKRELAY_SERVER__SHUTDOWN_GRACE_S", "10"),
+    ];
+    let rx = Receiver::start().await;
+    rx.delay(1_500); // the first attempt keeps the drain waiting
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (org_id, key) = api.org("acme").await;
+    let webhook = json!({"name": "n", "url": rx.url, "events": ["*"]});
+    let (status, _) = api
+        .call("POST", "/v1/webhooks", Some(&key), Some(webhook))
+        .await;
+    assert_eq!(status, 201);
+    let event = |tracking: &str| {
+        let mut e = desktop_event(APP, &org_id);
+        e["data"][0]["tracking"]["trackingId"] = json!(tracking);
+        e
+    };
+    let (status, _) = api
+        .call("POST", "/v1/events", Some(&key), Some(event("before")))
+        .await;
+    assert_eq!(status, 202);
+    eventually(
+        "the first attempt in flight",
+        Duration::from_secs(10),
+        async || (rx.count() == 1).then_some(()),
+    )
+    .await;
+
+    // Half of an ingest before the signal, the rest once shutdown began.
+    let body = serde_json::to_vec(&event("during")).unwrap();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    conn.write_all(head).await.unwrap();
+    let pid = server.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    eventually("shutdown to begin", Duration::from_secs(10), async || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .any(|l| l.contains("SIGTERM received"))
+            .then_some(())
+    })
+    .await;
+    conn.write_all(tail).await.unwrap();
+    let mut answer = Vec::new();
+    let read = conn.read_to_end(&mut answer);
+    actix_web::rt::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("an answer within the grace period")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(server.terminate_wait().success(), "exit 0 after SIGTERM");
+
+    rx.delay(0);
+    let restarted = ChildServer::start(dir.path(), &env);
+    eventually(
+        "the event acknowledged during shutdown delivered",
+        Duration::from_secs(30),
+        async || {
+            let delivered = rx.all().iter().any(|r| {
+                serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .is_ok_and(|b| b["data"][0]["tracking"]["trackingId"] == "during")
+            });
+            delivered.then_some(())
+        },
+    )
+    .await;
+    let log = restarted.log.lock().unwrap();
+    assert!(
+        !log.iter().any(|l| l.contains("a crash interrupted")),
+        "a clean shutdown stored it; nothing was left for crash recovery: {log:?}"
+    );
+}
