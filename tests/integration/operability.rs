@@ -193,12 +193,8 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
         (rx.count() >= 8).then_some(())
     })
     .await;
-    let pid = server.child.id().to_string();
     let started = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    send_sigterm(&server);
     assert!(
         feed.closed_with().await.contains("shutting down"),
         "feed sessions get a going-away close"
@@ -234,6 +230,22 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
     rx.handle.stop(false).await;
 }
 
+/// Signals the child as an operator's `kill` would, without waiting.
+fn send_sigterm(server: &ChildServer) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// A loopback receiver is allowed, and the grace period is long enough
+/// for every attempt these tests leave in flight to finish.
+const GRACEFUL_ENV: [(&str, &str); 3] = [
+    ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
+    ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+    ("HOOKRELAY_SERVER__SHUTDOWN_GRACE_S", "10"),
+];
+
 /// An attempt in flight at SIGTERM that finishes within the grace period
 /// is logged before the process exits: after a restart its entry is there
 /// and it is not sent again.
@@ -241,11 +253,7 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
 async fn an_attempt_finished_during_shutdown_is_logged_and_not_sent_again() {
     const APP: &str = "desktop.app_tracking.captured";
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
-        ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
-        ("HOOKRELAY_SERVER__SHUTDOWN_GRACE_S", "10"),
-    ];
+    let env = GRACEFUL_ENV;
     let rx = Receiver::start().await;
     rx.delay(500);
     let server = ChildServer::start(dir.path(), &env);
@@ -310,11 +318,7 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const APP: &str = "desktop.app_tracking.captured";
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN_KEY),
-        ("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
-        ("HOOKRELAY_SERVER__SHUTDOWN_GRACE_S", "10"),
-    ];
+    let env = GRACEFUL_ENV;
     let rx = Receiver::start().await;
     rx.delay(1_500); // the first attempt keeps the drain waiting
     let server = ChildServer::start(dir.path(), &env);
@@ -353,11 +357,7 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
     );
     conn.write_all(request.as_bytes()).await.unwrap();
     conn.write_all(head).await.unwrap();
-    let pid = server.child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    send_sigterm(&server);
     eventually("shutdown to begin", Duration::from_secs(10), async || {
         let log = server.log.lock().unwrap();
         log.iter()
