@@ -13,7 +13,7 @@ use actix_web::web::Bytes;
 use uuid::Uuid;
 
 use super::delivery::{self, DeliveryActor};
-use super::log_writer::Written;
+use super::log_writer::{LogWriter, Written};
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::webhook::Webhook;
@@ -296,12 +296,7 @@ impl Handler<StopAll> for Registry {
             .iter()
             .map(|a| a.send(delivery::Stop { deleted: false }))
             .collect();
-        let log_writer = self.shared.log_writer.clone();
-        let stopped = async move {
-            futures_util::future::join_all(stops).await;
-            // Each stopped actor handed its last entries to the writer.
-            let _ = log_writer.send(Written).await;
-        };
+        let stopped = replies_then_log(stops, self.shared.log_writer.clone());
         Box::pin(stopped.into_actor(self).map(|_, _, ctx| ctx.stop()))
     }
 }
@@ -316,11 +311,14 @@ impl Handler<DrainAll> for Registry {
             .iter()
             .map(|a| a.send(delivery::Drain))
             .collect();
-        let log_writer = self.shared.log_writer.clone();
-        Box::pin(async move {
-            futures_util::future::join_all(drains).await;
-            // Each drained actor handed its last entries to the writer.
-            let _ = log_writer.send(Written).await;
-        })
+        Box::pin(replies_then_log(drains, self.shared.log_writer.clone()))
     }
+}
+
+/// Waits for every actor's reply, then for the log writer to have written
+/// every batch sent before: each answering actor handed its last entries
+/// to the writer first.
+async fn replies_then_log<F: std::future::Future>(replies: Vec<F>, log_writer: Addr<LogWriter>) {
+    futures_util::future::join_all(replies).await;
+    let _ = log_writer.send(Written).await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::support::{desktop_event, eventually, ChildServer, Receiver, ADMIN_KEY};
+use crate::support::{eventually, tracked_event, ChildServer, Receiver, ADMIN_KEY};
 
 const WEBHOOKS: usize = 4;
 const EVENTS: usize = 3000;
@@ -87,9 +87,8 @@ async fn kill_9_loses_no_acknowledged_delivery() {
             let _ = kill_now.send(());
         }
         let sends = (0..CONCURRENCY).map(|i| {
-            let mut event = desktop_event("desktop.app_tracking.captured", &org_id);
             let tracking = format!("t-{batch}-{i}");
-            event["data"][0]["tracking"]["trackingId"] = json!(tracking);
+            let event = tracked_event("desktop.app_tracking.captured", &org_id, &tracking);
             let (api, key) = (&api, &key);
             async move {
                 (

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::feed::FeedClient;
 use crate::support::{
-    desktop_event, eventually, log_of, ChildServer, Receiver, TestServer, ADMIN_KEY,
+    desktop_event, eventually, log_of, tracked_event, ChildServer, Receiver, TestServer, ADMIN_KEY,
 };
 
 #[actix_web::test]
@@ -180,8 +180,7 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
 
     let mut acked = HashSet::new();
     for i in 0..40 {
-        let mut e = desktop_event("desktop.app_tracking.captured", &org_id);
-        e["data"][0]["tracking"]["trackingId"] = json!(format!("t{i}"));
+        let e = tracked_event("desktop.app_tracking.captured", &org_id, &format!("t{i}"));
         if let Some((202, _)) = api
             .try_call("POST", "/v1/events", Some(&key), Some(e))
             .await
@@ -212,19 +211,7 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
     eventually(
         "every acknowledged event delivered after the restart",
         Duration::from_secs(60),
-        async || {
-            let seen: HashSet<String> = rx
-                .all()
-                .iter()
-                .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-                .filter_map(|b| {
-                    b["data"][0]["tracking"]["trackingId"]
-                        .as_str()
-                        .map(String::from)
-                })
-                .collect();
-            acked.is_subset(&seen).then_some(())
-        },
+        async || acked.is_subset(&rx.tracking_ids()).then_some(()),
     )
     .await;
     rx.handle.stop(false).await;
@@ -329,11 +316,7 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
         .call("POST", "/v1/webhooks", Some(&key), Some(webhook))
         .await;
     assert_eq!(status, 201);
-    let event = |tracking: &str| {
-        let mut e = desktop_event(APP, &org_id);
-        e["data"][0]["tracking"]["trackingId"] = json!(tracking);
-        e
-    };
+    let event = |tracking: &str| tracked_event(APP, &org_id, tracking);
     let (status, _) = api
         .call("POST", "/v1/events", Some(&key), Some(event("before")))
         .await;
@@ -381,13 +364,7 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
     eventually(
         "the event acknowledged during shutdown delivered",
         Duration::from_secs(30),
-        async || {
-            let delivered = rx.all().iter().any(|r| {
-                serde_json::from_slice::<serde_json::Value>(&r.body)
-                    .is_ok_and(|b| b["data"][0]["tracking"]["trackingId"] == "during")
-            });
-            delivered.then_some(())
-        },
+        async || rx.tracking_ids().contains("during").then_some(()),
     )
     .await;
     let log = restarted.log.lock().unwrap();

@@ -170,6 +170,14 @@ pub fn desktop_event(event: &str, org: &str) -> Value {
     json!({"event": event, "version": "v1", "agent": "desktop-agent", "timestamp": 1769591066292u64, "data": data})
 }
 
+/// `desktop_event` whose (first) item carries `tracking` as its
+/// trackingId, so a test can tell which events reached a receiver.
+pub fn tracked_event(event: &str, org: &str, tracking: &str) -> Value {
+    let mut e = desktop_event(event, org);
+    e["data"][0]["tracking"]["trackingId"] = json!(tracking);
+    e
+}
+
 /// Polls `check` until it returns `Some`, or panics after `limit`.
 pub async fn eventually<T>(
     what: &str,
@@ -282,6 +290,19 @@ impl Receiver {
 
     pub fn all(&self) -> Vec<Received> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// The trackingIds of every event received (see `tracked_event`).
+    pub fn tracking_ids(&self) -> std::collections::HashSet<String> {
+        self.all()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .filter_map(|b| {
+                b["data"][0]["tracking"]["trackingId"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
     }
 
     /// The distinct `x-webhook-id`s received: one per delivery.
