@@ -70,11 +70,7 @@ impl Application {
         let registry = registry.start();
         let history = feed_history(&store)?;
         let broadcaster = Broadcaster::new(&config.feed, history, metrics.clone()).start();
-        Retention {
-            store: store.clone(),
-            days: config.retention.days,
-        }
-        .start();
+        Retention::new(store.clone(), config.retention.days).start();
         let state = web::Data::new(AppState {
             store: store.clone(),
             catalog: Catalog::from_config(&config),

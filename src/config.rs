@@ -124,12 +124,13 @@ impl Default for FeedConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    pub days: u64,
+    /// Fractions are allowed (0.5 is twelve hours).
+    pub days: f64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { days: 30 }
+        RetentionConfig { days: 30.0 }
     }
 }
 
@@ -258,6 +259,9 @@ impl Config {
                 "delivery.disable_after_hours",
                 "must be a positive number",
             ));
+        }
+        if !(self.retention.days > 0.0 && self.retention.days.is_finite()) {
+            return Err(invalid("retention.days", "must be a positive number"));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
@@ -466,6 +470,10 @@ mod tests {
         assert!(e.to_string().contains("delivery.jitter"), "{e}");
         let e = Config::from_toml("[server]\nbind = \"nowhere\"").unwrap_err();
         assert!(e.to_string().contains("server.bind"), "{e}");
+        let e = Config::from_toml("[retention]\ndays = 0").unwrap_err();
+        assert!(e.to_string().contains("retention.days"), "{e}");
+        let half = Config::from_toml("[retention]\ndays = 0.5").unwrap();
+        assert_eq!(half.retention.days, 0.5);
     }
 
     #[test]

@@ -151,17 +151,103 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes events made before `cutoff_ms`; returns how many.
+    /// Deletes the events made before `cutoff_ms` that nothing will send
+    /// again: every first attempt of theirs is settled and no queued
+    /// delivery needs them. Returns how many it deleted.
     pub fn purge_events_before(&self, cutoff_ms: u64) -> Result<usize> {
+        // In this order: a first attempt is queued before it is settled,
+        // so one settled after the watermark is read is in the queue read.
+        let unsettled_from = self.inner.unsettled.settled_below();
+        let needed = self.queued_events_before(cutoff_ms)?;
+        let events = &self.inner.events;
         let mut n = 0;
-        for key in self.inner.events.iter().keys() {
+        for key in events.range(..&unsettled_from.as_bytes()[..]).keys() {
             let key = key?;
             if v7_millis(&key) >= cutoff_ms {
                 break;
             }
-            self.inner.events.remove(key)?;
-            n += 1;
+            let needed = Uuid::from_slice(&key).is_ok_and(|id| needed.contains(&id));
+            if !needed {
+                events.remove(key)?;
+                n += 1;
+            }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::now_ms;
+
+    /// A v7 id made `days_ago` days ago.
+    fn id_from(days_ago: u64) -> Uuid {
+        let secs = now_ms() / 1000 - days_ago * 86_400;
+        Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0))
+    }
+
+    fn stored(store: &Store, id: Uuid) -> Uuid {
+        let e = StoredEvent {
+            id,
+            event: "e".into(),
+            organisation_id: Uuid::nil(),
+            user_id: None,
+            team_id: None,
+            received_at: v7_millis(id.as_bytes()),
+        };
+        store.insert_event(&e, b"{}", &[]).unwrap();
+        id
+    }
+
+    fn queued_for(event_id: Uuid) -> QueuedDelivery {
+        QueuedDelivery {
+            id: Uuid::now_v7(),
+            webhook_id: Uuid::now_v7(),
+            event_id,
+            event: "e".into(),
+            attempts: 1,
+            next_attempt_at: 0,
+            created_at: 0,
+            only_in_event: false,
+        }
+    }
+
+    fn kept(store: &Store, id: Uuid) -> bool {
+        store.event(id).unwrap().is_some()
+    }
+
+    #[test]
+    fn old_events_go_unless_a_queued_delivery_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let old = stored(&store, id_from(40));
+        let old_but_queued = stored(&store, id_from(35));
+        let older_than_queued = stored(&store, id_from(50));
+        let recent = stored(&store, id_from(2));
+        store.put_delivery(&queued_for(old_but_queued)).unwrap();
+        store.put_delivery(&queued_for(recent)).unwrap();
+
+        let thirty_days_ago = now_ms() - 30 * 86_400_000;
+        assert_eq!(store.purge_events_before(thirty_days_ago).unwrap(), 2);
+        assert!(!kept(&store, old) && !kept(&store, older_than_queued));
+        assert!(kept(&store, old_but_queued), "a retry still needs it");
+        assert!(kept(&store, recent));
+        assert_eq!(store.purge_events_before(thirty_days_ago).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_event_with_an_unsettled_first_attempt_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let settled = stored(&store, store.open_event(0));
+        let unsettled = stored(&store, store.open_event(1));
+        let later = stored(&store, store.open_event(0));
+        // A cutoff past every event: only what may still be sent stays.
+        assert_eq!(store.purge_events_before(now_ms() + 3_600_000).unwrap(), 1);
+        assert!(!kept(&store, settled));
+        assert!(kept(&store, unsettled) && kept(&store, later));
+        store.settle(unsettled);
+        assert_eq!(store.purge_events_before(now_ms() + 3_600_000).unwrap(), 2);
     }
 }

@@ -292,6 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_deletes_only_batches_written_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = Uuid::now_v7();
+        let (store, all) = store_with_log(dir.path(), hook);
+        let secs = crate::clock::now_ms() / 1000 - 40 * 86_400;
+        let old = LogEntry {
+            id: Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0)),
+            ..entry(Outcome::Delivered)
+        };
+        store
+            .inner
+            .log
+            .insert(pair_key(hook, old.id), encode(&old))
+            .unwrap();
+        assert!(store.find_log(hook, old.id).unwrap().is_some());
+
+        let thirty_days_ago = crate::clock::now_ms() - 30 * 86_400_000;
+        assert_eq!(store.purge_log_before(thirty_days_ago).unwrap(), 1);
+        assert!(store.find_log(hook, old.id).unwrap().is_none());
+        let page = store.log_page(hook, 100, None, None).unwrap();
+        assert_eq!(page.entries.len(), all.len(), "every newer entry stays");
+    }
+
+    #[test]
     fn a_damaged_batch_is_an_error_not_a_panic() {
         let entries = [entry(Outcome::Delivered), entry(Outcome::Failed)];
         let bytes = encode_batch(&entries);

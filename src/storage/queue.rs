@@ -1,8 +1,11 @@
 //! Each webhook's outstanding deliveries, in event order.
 
+use std::collections::HashSet;
+
 use uuid::Uuid;
 
 use super::codec::{decode, encode};
+use super::events::v7_millis;
 use super::{pair_key, Result, Store};
 use crate::domain::delivery::QueuedDelivery;
 
@@ -68,6 +71,25 @@ impl Store {
             from = [owner, &[0xff; 17]].concat();
         }
         Ok(removed)
+    }
+
+    /// The events made before `cutoff_ms` that a queued delivery still
+    /// needs (retries, redeliveries, deliveries waiting for an inactive or
+    /// disabled webhook).
+    pub(super) fn queued_events_before(&self, cutoff_ms: u64) -> Result<HashSet<Uuid>> {
+        /// Only the field wanted, so the rest is skipped, not built.
+        #[derive(serde::Deserialize)]
+        struct EventOf {
+            event_id: Uuid,
+        }
+        let mut needed = HashSet::new();
+        for value in self.inner.queue.iter().values() {
+            let d: EventOf = decode("delivery", &value?)?;
+            if v7_millis(d.event_id.as_bytes()) < cutoff_ms {
+                needed.insert(d.event_id);
+            }
+        }
+        Ok(needed)
     }
 
     /// Outstanding deliveries of all webhooks (for metrics and tests).

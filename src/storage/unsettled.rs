@@ -71,6 +71,11 @@ impl Unsettled {
         Self::lowest(&state)
     }
 
+    /// The watermark, leaving the bookkeeping of what to store alone.
+    pub fn settled_below(&self) -> Uuid {
+        Self::lowest(&self.lock())
+    }
+
     /// The watermark, if anything was opened or settled since it was last
     /// taken.
     pub fn watermark_if_changed(&self) -> Option<Uuid> {

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::feed::FeedClient;
 use crate::support::{
-    desktop_event, eventually, log_of, tracked_event, ChildServer, Receiver, TestServer, ADMIN_KEY,
+    desktop_event, eventually, expected_signature, log_of, tracked_event, ChildServer, Receiver,
+    TestServer, ADMIN_KEY,
 };
 
 #[actix_web::test]
@@ -371,5 +372,111 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
     assert!(
         !log.iter().any(|l| l.contains("a crash interrupted")),
         "a clean shutdown stored it; nothing was left for crash recovery: {log:?}"
+    );
+}
+
+/// Retention, as a restart with a shorter `retention.days` applies it:
+/// the delivery log and the events it covers are purged, but an event
+/// whose delivery is still owed (a retry waiting while its webhook is
+/// disabled) is kept, and is delivered, signed, once it is re-enabled.
+#[actix_web::test]
+async fn the_retention_sweep_purges_history_but_not_what_is_still_owed() {
+    const APP: &str = "desktop.app_tracking.captured";
+    const ACTIVITY: &str = "desktop.activity_tracking.captured";
+    let dir = tempfile::tempdir().unwrap();
+    let (rx, down) = (Receiver::start().await, Receiver::start().await);
+    down.answer(500);
+    let failing = [
+        ("HOOKRELAY_DELIVERY__RETRY_SCHEDULE_MS", "50,100"),
+        ("HOOKRELAY_DELIVERY__DISABLE_AFTER_HOURS", "0.00001"), // 36 ms
+    ];
+    let env = [GRACEFUL_ENV.as_slice(), &failing].concat();
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (org_id, key) = api.org("acme").await;
+    let create = async |body: serde_json::Value| {
+        let (status, hook) = api
+            .call("POST", "/v1/webhooks", Some(&key), Some(body))
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        hook["id"].as_str().unwrap().to_string()
+    };
+    let live = create(json!({"name": "live", "url": rx.url, "events": ["*"]})).await;
+    let owed = create(json!({"name": "owed", "url": down.url, "events": [ACTIVITY]})).await;
+    let mut ids = Vec::new();
+    for event in [APP, ACTIVITY] {
+        let (status, body) = api
+            .call(
+                "POST",
+                "/v1/events",
+                Some(&key),
+                Some(desktop_event(event, &org_id)),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+    }
+    let (live_log, owed_hook) = (
+        format!("/v1/webhooks/{live}/deliveries"),
+        format!("/v1/webhooks/{owed}"),
+    );
+    eventually(
+        "both events delivered, the other webhook disabled",
+        Duration::from_secs(20),
+        async || {
+            let (_, page) = api.call("GET", &live_log, Some(&key), None).await;
+            let (_, hook) = api.call("GET", &owed_hook, Some(&key), None).await;
+            (page["data"].as_array()?.len() == 2 && hook["status"] == "disabled").then_some(())
+        },
+    )
+    .await;
+    let written = Instant::now();
+    assert!(server.terminate().success());
+
+    // Shorter than the age of everything written, whenever the sweep runs.
+    let days = (written.elapsed().as_secs_f64() / 86_400.0).to_string();
+    let env = [
+        env.as_slice(),
+        &[("HOOKRELAY_RETENTION__DAYS", days.as_str())],
+    ]
+    .concat();
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    eventually(
+        "the sweep to empty the log",
+        Duration::from_secs(20),
+        async || {
+            let (_, page) = api.call("GET", &live_log, Some(&key), None).await;
+            page["data"].as_array()?.is_empty().then_some(())
+        },
+    )
+    .await;
+    down.answer(200);
+    let enable = Some(json!({"status": "enabled"}));
+    let (status, _) = api.call("PATCH", &owed_hook, Some(&key), enable).await;
+    assert_eq!(status, 200);
+    let got = eventually("the owed retry", Duration::from_secs(20), async || {
+        let all = down.all();
+        all.last().filter(|_| all.len() == 3).cloned()
+    })
+    .await;
+    assert_eq!(got.header("x-webhook-event"), Some(ACTIVITY));
+    let (_, secret) = api
+        .call("GET", &format!("{owed_hook}/secret"), Some(&key), None)
+        .await;
+    let ts = got.header("x-webhook-timestamp").unwrap();
+    assert_eq!(
+        got.header("x-webhook-signature"),
+        Some(expected_signature(secret["secret"].as_str().unwrap(), ts, &got.body).as_str())
+    );
+    assert!(server.terminate().success());
+    let store = hookrelay::storage::Store::open(&dir.path().join("data")).unwrap();
+    assert!(
+        store.event(ids[0]).unwrap().is_none(),
+        "the delivered event is purged"
+    );
+    assert!(
+        store.event(ids[1]).unwrap().is_some(),
+        "the owed one was kept"
     );
 }
