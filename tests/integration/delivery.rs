@@ -145,6 +145,40 @@ async fn retries_until_success_and_failure_count_resets() {
     assert!(w["last_delivery_at"].is_string());
 }
 
+/// A 429 or 503 with `Retry-After` puts the next attempt off by what it
+/// asks, but never beyond the longest delay of the schedule.
+#[actix_web::test]
+async fn retry_after_is_honoured_within_the_schedule() {
+    let s = TestServer::start_with(|c| {
+        c.delivery.retry_schedule_ms = vec![30, 30, 1500];
+        c.delivery.jitter = 0.0;
+    })
+    .await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.script(&[(429, "1"), (503, "3600")]); // 1 s, then an hour
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    let stamps: Vec<u64> = eventually("three attempts", WAIT, async || {
+        let all = rx.all();
+        (all.len() == 3).then(|| {
+            all.iter()
+                .map(|r| r.header("x-webhook-timestamp").unwrap().parse().unwrap())
+                .collect()
+        })
+    })
+    .await;
+    assert!(stamps[1] - stamps[0] >= 1000, "waited as asked: {stamps:?}");
+    assert!(stamps[2] - stamps[1] >= 1500, "waited the cap: {stamps:?}");
+    let log = eventually("the delivery to succeed", WAIT, async || {
+        let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+        (log.first()?["outcome"] == "delivered").then_some(log)
+    })
+    .await;
+    let statuses: Vec<_> = log.iter().rev().map(|e| e["status_code"].clone()).collect();
+    assert_eq!(statuses, [json!(429), json!(503), json!(200)]);
+}
+
 #[actix_web::test]
 async fn a_receiver_that_always_fails_ends_failed_and_disables_the_webhook() {
     let s = TestServer::start_with(|c| {

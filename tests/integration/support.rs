@@ -217,6 +217,8 @@ pub struct Behaviour {
     pub delay_ms: std::sync::atomic::AtomicU64,
     /// Answer 500 to this many requests first.
     pub fail_first: std::sync::atomic::AtomicUsize,
+    /// Answers (status, `Retry-After`) for the next requests, in order.
+    pub script: Mutex<std::collections::VecDeque<(u16, &'static str)>>,
 }
 
 /// A loopback HTTP receiver that records every request.
@@ -234,6 +236,7 @@ impl Receiver {
             status: 200.into(),
             delay_ms: 0.into(),
             fail_first: 0.into(),
+            script: Default::default(),
         });
         let (s, b) = (seen.clone(), behaviour.clone());
         let server = HttpServer::new(move || {
@@ -264,8 +267,15 @@ impl Receiver {
                             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
                             .is_ok();
                         let status = if failing { 500 } else { b.status.load(SeqCst) };
-                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                            .body("receiver says hi")
+                        let (status, retry_after) =
+                            b.script.lock().unwrap().pop_front().unwrap_or((status, ""));
+                        let mut answer = HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(status).unwrap(),
+                        );
+                        if !retry_after.is_empty() {
+                            answer.insert_header(("retry-after", retry_after));
+                        }
+                        answer.body("receiver says hi")
                     }
                 }))
         })
@@ -320,6 +330,12 @@ impl Receiver {
 
     pub fn fail_first(&self, n: usize) {
         self.behaviour.fail_first.store(n, SeqCst);
+    }
+
+    /// Answers the next requests with these statuses and `Retry-After`
+    /// values ("" for none), then as before.
+    pub fn script(&self, answers: &[(u16, &'static str)]) {
+        self.behaviour.script.lock().unwrap().extend(answers);
     }
 
     pub fn delay(&self, ms: u64) {
