@@ -156,7 +156,8 @@ async fn retry_after_is_honoured_within_the_schedule() {
     .await;
     let (org, key) = s.org("acme", "organisation", None).await;
     let rx = Receiver::start().await;
-    rx.script(&[(429, "1"), (503, "3600")]); // 1 s, then an hour
+    let asking = |status, secs: &str| (status, vec![("retry-after", secs.to_string())]);
+    rx.script(vec![asking(429, "1"), asking(503, "3600")]); // 1 s, then an hour
     let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
     s.ingest(&key, &desktop_event(APP, &org)).await;
     let stamps: Vec<u64> = eventually("three attempts", WAIT, async || {
@@ -177,6 +178,40 @@ async fn retry_after_is_honoured_within_the_schedule() {
     .await;
     let statuses: Vec<_> = log.iter().rev().map(|e| e["status_code"].clone()).collect();
     assert_eq!(statuses, [json!(429), json!(503), json!(200)]);
+}
+
+/// A redirect is a failed attempt and is not followed; the log keeps the
+/// first `response_body_limit` bytes of an answer and says it cut it.
+#[actix_web::test]
+async fn redirects_are_failures_and_answers_are_cut_at_the_limit() {
+    let s = TestServer::start_with(|c| c.delivery.response_body_limit = 8).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let (rx, elsewhere) = (Receiver::start().await, Receiver::start().await);
+    rx.script(vec![(302, vec![("location", elsewhere.url.clone())])]);
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    let log = eventually("the retry to succeed", WAIT, async || {
+        let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+        (log.first()?["outcome"] == "delivered").then_some(log)
+    })
+    .await;
+    let [delivered, redirected] = &log[..] else {
+        panic!("two attempts: {log:?}")
+    };
+    assert_eq!(
+        (
+            &redirected["status_code"],
+            &redirected["outcome"],
+            &redirected["error"]["kind"]
+        ),
+        (&json!(302), &json!("pending"), &json!("http"))
+    );
+    assert_eq!(elsewhere.count(), 0, "the redirect was not followed");
+    assert_eq!(
+        (&delivered["response_body"], &delivered["truncated"]),
+        (&json!("receiver"), &json!(true)),
+        "\"receiver says hi\" cut at 8 bytes"
+    );
 }
 
 #[actix_web::test]

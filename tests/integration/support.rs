@@ -211,14 +211,17 @@ impl Received {
     }
 }
 
+/// A scripted answer: a status and headers.
+pub type Answer = (u16, Vec<(&'static str, String)>);
+
 /// How a receiver answers: a status, after an optional delay.
 pub struct Behaviour {
     pub status: std::sync::atomic::AtomicU16,
     pub delay_ms: std::sync::atomic::AtomicU64,
     /// Answer 500 to this many requests first.
     pub fail_first: std::sync::atomic::AtomicUsize,
-    /// Answers (status, `Retry-After`) for the next requests, in order.
-    pub script: Mutex<std::collections::VecDeque<(u16, &'static str)>>,
+    /// Answers (status, headers) for the next requests, in order.
+    pub script: Mutex<std::collections::VecDeque<Answer>>,
 }
 
 /// A loopback HTTP receiver that records every request.
@@ -267,13 +270,17 @@ impl Receiver {
                             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
                             .is_ok();
                         let status = if failing { 500 } else { b.status.load(SeqCst) };
-                        let (status, retry_after) =
-                            b.script.lock().unwrap().pop_front().unwrap_or((status, ""));
+                        let (status, headers) = b
+                            .script
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or((status, vec![]));
                         let mut answer = HttpResponse::build(
                             actix_web::http::StatusCode::from_u16(status).unwrap(),
                         );
-                        if !retry_after.is_empty() {
-                            answer.insert_header(("retry-after", retry_after));
+                        for header in headers {
+                            answer.insert_header(header);
                         }
                         answer.body("receiver says hi")
                     }
@@ -332,9 +339,9 @@ impl Receiver {
         self.behaviour.fail_first.store(n, SeqCst);
     }
 
-    /// Answers the next requests with these statuses and `Retry-After`
-    /// values ("" for none), then as before.
-    pub fn script(&self, answers: &[(u16, &'static str)]) {
+    /// Answers the next requests with these statuses and headers, then
+    /// as before.
+    pub fn script(&self, answers: Vec<Answer>) {
         self.behaviour.script.lock().unwrap().extend(answers);
     }
 
