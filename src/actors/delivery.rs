@@ -65,6 +65,8 @@ pub struct DeliveryActor {
     log: LogBuffer,
     /// Where this actor's queue depth is reported for `/metrics`.
     depth: DepthSlot,
+    /// The webhook's URL prepared for sending; remade when it changes.
+    endpoint: Option<Rc<client::Endpoint>>,
 }
 
 /// A new delivery for this webhook, already durable in sled.
@@ -147,6 +149,7 @@ impl DeliveryActor {
             draining: None,
             log: LogBuffer::default(),
             depth,
+            endpoint: None,
         }
     }
 
@@ -318,10 +321,10 @@ impl DeliveryActor {
             },
         };
         self.in_flight.insert(d.id, d.clone());
-        let settings = self.shared.client;
+        let endpoint = self.endpoint_for(webhook);
         let webhook = webhook.clone();
         let attempt = async move {
-            let result = client::deliver(settings, &webhook, d.id, &d.event, body).await;
+            let result = client::deliver(&endpoint, &webhook, d.id, &d.event, body).await;
             (d, result)
         };
         ctx.spawn(attempt.into_actor(self).map(|(d, result), act, ctx| {
@@ -331,6 +334,18 @@ impl DeliveryActor {
                 act.pump(ctx);
             })
         }));
+    }
+
+    /// The prepared endpoint for the webhook's current URL.
+    fn endpoint_for(&mut self, webhook: &Webhook) -> Rc<client::Endpoint> {
+        let settings = self.shared.client;
+        match &self.endpoint {
+            Some(e) if e.is_for(settings, &webhook.url) => e.clone(),
+            _ => self
+                .endpoint
+                .insert(Rc::new(client::Endpoint::new(settings, &webhook.url)))
+                .clone(),
+        }
     }
 
     fn count_attempt(&self, outcome: Outcome, result: &AttemptResult) {

@@ -200,7 +200,8 @@ pub async fn send(
         .ok_or_else(|| ApiError::unavailable("service_unavailable", "Service unavailable"))?;
     let body = Bytes::from(serde_json::to_vec(&body_value).map_err(ApiError::internal)?);
     let delivery_id = Uuid::now_v7();
-    let result = client::deliver(state.client, &w, delivery_id, &input.event, body).await;
+    let endpoint = client::Endpoint::new(state.client, &w.url);
+    let result = client::deliver(&endpoint, &w, delivery_id, &input.event, body).await;
     let ok = result.succeeded();
     let outcome = if ok {
         Outcome::Delivered

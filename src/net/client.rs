@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_tls::connect::{Resolve, Resolver};
-use actix_web::http::header::HeaderName;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
@@ -99,10 +99,42 @@ fn build_client(settings: ClientSettings) -> awc::Client {
         .finish()
 }
 
+/// A webhook's URL made ready for many attempts: checked once against the
+/// SSRF rules for IP literals, and its request head (URL parsed) built
+/// once and shared by every attempt (awc's frozen request).
+pub struct Endpoint {
+    url: String,
+    settings: ClientSettings,
+    request: Result<awc::FrozenClientRequest, AttemptError>,
+}
+
+impl Endpoint {
+    /// NB: the client it uses is this thread's; send from this thread.
+    pub fn new(settings: ClientSettings, url: &str) -> Endpoint {
+        let request = match literal_ip_blocked(url, settings.allow_private) {
+            Some(blocked) => Err(blocked),
+            None => client(settings)
+                .post(url)
+                .freeze()
+                .map_err(|e| classify(e.into())),
+        };
+        Endpoint {
+            url: url.to_string(),
+            settings,
+            request,
+        }
+    }
+
+    /// Whether it was made for `url` with `settings`.
+    pub fn is_for(&self, settings: ClientSettings, url: &str) -> bool {
+        self.settings == settings && self.url == url
+    }
+}
+
 /// Signs `body` for `webhook` as of now and sends it: the one path every
 /// live delivery, retry, redelivery and simulation takes.
 pub async fn deliver(
-    settings: ClientSettings,
+    endpoint: &Endpoint,
     webhook: &Webhook,
     delivery_id: uuid::Uuid,
     event: &str,
@@ -116,7 +148,7 @@ pub async fn deliver(
         timestamp_ms: clock::now_ms(),
         body: &body,
     });
-    send(settings, &webhook.url, headers, body).await
+    send(endpoint, headers, body).await
 }
 
 /// Sends one POST and reports what came of it. Never fails: every problem
@@ -124,23 +156,26 @@ pub async fn deliver(
 /// lower case, as `HeaderName::from_static` requires; `delivery_headers`'
 /// are.
 async fn send(
-    settings: ClientSettings,
-    url: &str,
+    endpoint: &Endpoint,
     headers: Vec<(&'static str, String)>,
     body: Bytes,
 ) -> AttemptResult {
     let attempted_at = clock::now_ms();
     let started = Instant::now();
-    let outcome = match literal_ip_blocked(url, settings.allow_private) {
-        Some(err) => Err(err),
-        None => tokio::time::timeout(settings.timeout, exchange(settings, url, &headers, body))
-            .await
-            .unwrap_or_else(|_| {
-                Err(attempt_error(
-                    ErrorKind::Timeout,
-                    "no complete answer within the timeout",
-                ))
-            }),
+    let settings = endpoint.settings;
+    let outcome = match &endpoint.request {
+        Err(err) => Err(err.clone()),
+        Ok(request) => tokio::time::timeout(
+            settings.timeout,
+            exchange(settings, request, &headers, body),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(attempt_error(
+                ErrorKind::Timeout,
+                "no complete answer within the timeout",
+            ))
+        }),
     };
     let mut result = AttemptResult {
         latency_ms: started.elapsed().as_millis() as u64,
@@ -174,15 +209,18 @@ type Exchange = Result<(u16, Option<u64>, Vec<u8>), AttemptError>;
 
 async fn exchange(
     settings: ClientSettings,
-    url: &str,
+    request: &awc::FrozenClientRequest,
     headers: &[(&'static str, String)],
     body: Bytes,
 ) -> Exchange {
-    let mut req = client(settings).post(url);
+    let mut extra = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        req = req.insert_header((HeaderName::from_static(name), value.as_str()));
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| attempt_error(ErrorKind::Http, &e.to_string()))?;
+        extra.insert(HeaderName::from_static(name), value);
     }
-    let mut resp = req.send_body(body).await.map_err(classify)?;
+    let sent = request.extra_headers(extra).send_body(body);
+    let mut resp = sent.await.map_err(classify)?;
     let status = resp.status().as_u16();
     let retry_after = match status {
         429 | 503 => resp
