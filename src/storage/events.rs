@@ -228,6 +228,14 @@ mod tests {
         store.put_delivery(&queued_for(old_but_queued)).unwrap();
         store.put_delivery(&queued_for(recent)).unwrap();
 
+        // A queue entry that cannot be read can never be sent: the sweep
+        // goes on without it.
+        store
+            .inner
+            .queue
+            .insert([7u8; 32], &b"\x01{damaged"[..])
+            .unwrap();
+
         let thirty_days_ago = now_ms() - 30 * 86_400_000;
         assert_eq!(store.purge_events_before(thirty_days_ago).unwrap(), 2);
         assert!(!kept(&store, old) && !kept(&store, older_than_queued));

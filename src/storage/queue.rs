@@ -75,7 +75,8 @@ impl Store {
 
     /// The events made before `cutoff_ms` that a queued delivery still
     /// needs (retries, redeliveries, deliveries waiting for an inactive or
-    /// disabled webhook).
+    /// disabled webhook). A record that cannot be read can never be sent,
+    /// so it keeps nothing (and does not stop the sweep).
     pub(super) fn queued_events_before(&self, cutoff_ms: u64) -> Result<HashSet<Uuid>> {
         /// Only the field wanted, so the rest is skipped, not built.
         #[derive(serde::Deserialize)]
@@ -83,10 +84,14 @@ impl Store {
             event_id: Uuid,
         }
         let mut needed = HashSet::new();
-        for value in self.inner.queue.iter().values() {
-            let d: EventOf = decode("delivery", &value?)?;
-            if v7_millis(d.event_id.as_bytes()) < cutoff_ms {
-                needed.insert(d.event_id);
+        for item in self.inner.queue.iter() {
+            let (key, value) = item?;
+            match decode::<EventOf>("delivery", &value) {
+                Ok(d) if v7_millis(d.event_id.as_bytes()) < cutoff_ms => {
+                    needed.insert(d.event_id);
+                }
+                Ok(_) => {}
+                Err(e) => ::log::warn!("retention skips queue entry {key:?}: {e}"),
             }
         }
         Ok(needed)
