@@ -26,16 +26,26 @@ impl Retention {
         }
     }
 
-    /// Sweeps on a blocking thread: a large purge reads every key, and
-    /// this actor's arbiter also runs the registry and the feed.
+    /// Sweeps on a thread of its own: a large purge reads every key, and
+    /// this actor's arbiter also runs the registry and the feed. Not on
+    /// tokio's blocking pool: the runtime waits for that pool's tasks when
+    /// it shuts down, so a long sweep would hold up the exit; this thread
+    /// is abandoned (what it purged stays purged, the rest waits).
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         if std::mem::replace(&mut self.sweeping, true) {
             return;
         }
         let store = self.store.clone();
         let cutoff = now_ms().saturating_sub((self.days * 86_400_000.0) as u64);
-        let purge = actix_web::rt::task::spawn_blocking(move || purge(&store, cutoff));
-        ctx.spawn(purge.into_actor(self).map(|outcome, act, _| {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || done.send(purge(&store, cutoff)));
+        if let Err(e) = spawned {
+            self.sweeping = false;
+            return log::error!("cannot start the retention sweep: {e}");
+        }
+        ctx.spawn(outcome.into_actor(self).map(|outcome, act, _| {
             act.sweeping = false;
             match outcome {
                 Ok(Ok((0, 0))) => {}
@@ -43,7 +53,7 @@ impl Retention {
                     "retention purged {events} events and {batches} batches of log entries"
                 ),
                 Ok(Err(e)) => log::error!("retention sweep failed: {e}"),
-                Err(e) => log::error!("retention sweep stopped: {e}"),
+                Err(_) => log::error!("retention sweep stopped before it finished"),
             }
         }));
     }
