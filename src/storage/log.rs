@@ -184,17 +184,17 @@ impl Store {
 
     /// Deletes the entries written before `cutoff_ms` (a batch's entries
     /// all get their ids at once); returns how many batches it deleted.
+    /// NB: key by key: one `sled::Batch` of them would stop every other
+    /// write to the store while it is applied.
     pub fn purge_log_before(&self, cutoff_ms: u64) -> Result<usize> {
-        let mut batch = sled::Batch::default();
         let mut n = 0;
         for key in self.inner.log.iter().keys() {
             let key = key?;
-            if v7_millis(&key[16..]) < cutoff_ms {
-                batch.remove(key);
+            if key.get(16..).is_some_and(|id| v7_millis(id) < cutoff_ms) {
+                self.inner.log.remove(key)?;
                 n += 1;
             }
         }
-        self.inner.log.apply_batch(batch)?;
         Ok(n)
     }
 }

@@ -186,3 +186,27 @@ fn pair_key(a: Uuid, b: Uuid) -> [u8; 32] {
 fn second_id(key: &[u8]) -> Option<Uuid> {
     key.get(16..32).and_then(|b| Uuid::from_slice(b).ok())
 }
+
+/// A deliverable webhook of `owner` taking `events`, for tests.
+#[cfg(test)]
+fn test_webhook(owner: Uuid, events: &[&str]) -> crate::domain::webhook::Webhook {
+    use crate::domain::webhook::{SignatureScheme, Webhook, WebhookStatus};
+    Webhook {
+        id: Uuid::now_v7(),
+        organisation_id: owner,
+        name: "w".into(),
+        url: "http://127.0.0.1:9/".into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        active: true,
+        ordered: false,
+        status: WebhookStatus::Enabled,
+        disabled_reason: None,
+        signature_scheme: SignatureScheme::default(),
+        secret: "s".into(),
+        created_at: 0,
+        updated_at: 0,
+        failure_count: 0,
+        last_delivery_at: None,
+        failing_since: None,
+    }
+}

@@ -93,29 +93,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_webhook as webhook;
     use super::*;
-    use crate::domain::webhook::{SignatureScheme, WebhookStatus};
-
-    fn webhook(owner: Uuid, events: &[&str]) -> Webhook {
-        Webhook {
-            id: Uuid::now_v7(),
-            organisation_id: owner,
-            name: "w".into(),
-            url: "http://127.0.0.1:9/".into(),
-            events: events.iter().map(|e| e.to_string()).collect(),
-            active: true,
-            ordered: false,
-            status: WebhookStatus::Enabled,
-            disabled_reason: None,
-            signature_scheme: SignatureScheme::default(),
-            secret: "s".into(),
-            created_at: 0,
-            updated_at: 0,
-            failure_count: 0,
-            last_delivery_at: None,
-            failing_since: None,
-        }
-    }
+    use crate::domain::webhook::WebhookStatus;
 
     #[test]
     fn every_routing_change_shows_in_the_next_lookup() {

@@ -97,20 +97,110 @@ impl Store {
         updated.map(|v| decode("webhook", &v)).transpose()
     }
 
-    /// Removes a webhook with its index entry, queue and log.
+    /// Removes a webhook with its index entry and queue, and then its log
+    /// on a thread of its own: a busy webhook's log can hold millions of
+    /// batches, which nothing can read once the webhook is gone, and what
+    /// a stop leaves of them the retention sweep purges.
+    ///
+    /// NB: key by key, not in one `sled::Batch`: applying a batch holds a
+    /// lock that stops every other write to the store until it is done.
     pub fn delete_webhook(&self, w: &Webhook) -> Result<bool> {
         let i = &self.inner;
         let existed = i.webhooks.remove(w.id.as_bytes())?.is_some();
         i.webhooks_by_owner
             .remove(pair_key(w.organisation_id, w.id))?;
         i.routing.invalidate();
-        for tree in [&i.queue, &i.log] {
-            let mut batch = sled::Batch::default();
-            for item in tree.scan_prefix(w.id.as_bytes()).keys() {
-                batch.remove(item?);
-            }
-            tree.apply_batch(batch)?;
+        remove_prefix(&i.queue, w.id)?;
+        let (log, id) = (i.log.clone(), w.id);
+        let removal = std::thread::Builder::new()
+            .name("log-removal".into())
+            .spawn(move || {
+                if let Err(e) = remove_prefix(&log, id) {
+                    ::log::error!("cannot remove the log of deleted webhook {id}: {e}");
+                }
+            });
+        if let Err(e) = removal {
+            ::log::error!("cannot start removing the log of webhook {id}: {e}");
         }
         Ok(existed)
+    }
+}
+
+/// Removes every key of `tree` that starts with `owner`.
+fn remove_prefix(tree: &sled::Tree, owner: Uuid) -> Result<()> {
+    for key in tree.scan_prefix(owner.as_bytes()).keys() {
+        tree.remove(key?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_webhook;
+    use super::*;
+    use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
+
+    fn queued_for(webhook_id: Uuid) -> QueuedDelivery {
+        QueuedDelivery {
+            id: Uuid::now_v7(),
+            webhook_id,
+            event_id: Uuid::now_v7(),
+            event: "e".into(),
+            attempts: 1,
+            next_attempt_at: 0,
+            created_at: 0,
+            only_in_event: false,
+        }
+    }
+
+    fn log_some(store: &Store, webhook_id: Uuid) {
+        let d = queued_for(webhook_id);
+        let result = AttemptResult::default();
+        let mut entries: Vec<_> = (0..3)
+            .map(|_| {
+                LogEntry::of_attempt(
+                    (d.id, d.event_id, &d.event),
+                    1,
+                    Outcome::Failed,
+                    result.clone(),
+                    None,
+                )
+            })
+            .collect();
+        store.append_log(webhook_id, &mut entries).unwrap();
+    }
+
+    fn logged(store: &Store, webhook_id: Uuid) -> usize {
+        store
+            .log_page(webhook_id, 100, None, None)
+            .unwrap()
+            .entries
+            .len()
+    }
+
+    #[test]
+    fn deleting_a_webhook_drops_its_queue_now_and_its_log_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let owner = Uuid::now_v7();
+        let (gone, kept) = (test_webhook(owner, &["*"]), test_webhook(owner, &["*"]));
+        for w in [&gone, &kept] {
+            store.insert_webhook(w).unwrap();
+            store.put_delivery(&queued_for(w.id)).unwrap();
+            log_some(&store, w.id);
+        }
+        assert!(store.delete_webhook(&gone).unwrap());
+        assert!(store.webhook(gone.id).unwrap().is_none());
+        assert!(store.queued_deliveries(gone.id).unwrap().is_empty());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while logged(&store, gone.id) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log is never removed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(store.queued_deliveries(kept.id).unwrap().len(), 1);
+        assert_eq!(logged(&store, kept.id), 3, "another webhook's log stays");
     }
 }
