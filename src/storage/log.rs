@@ -155,28 +155,50 @@ impl Store {
         webhook_id: Uuid,
         since: Uuid,
     ) -> Result<HashSet<Uuid>> {
-        let log = &self.inner.log;
-        // The batch holding `since` may be keyed before it.
-        let from = log
-            .range(pair_key(webhook_id, Uuid::nil())..pair_key(webhook_id, since))
-            .next_back()
-            .transpose()?
-            .map_or(pair_key(webhook_id, since).to_vec(), |(k, _)| k.to_vec());
         let mut ids = HashSet::new();
-        for item in log.range(from..=pair_key(webhook_id, Uuid::max()).to_vec()) {
-            for entry in decode_batch(&item?.1)? {
+        for batch in self.batches_from(webhook_id, since)? {
+            for entry in decode_batch(&batch?.1)? {
                 ids.insert(entry.delivery_id);
             }
         }
         Ok(ids)
     }
 
-    /// The newest entry whose id or delivery id is `id`.
+    /// A webhook's batches, oldest first, from the one that may hold
+    /// `since` (it may be keyed before it) on.
+    fn batches_from(&self, webhook_id: Uuid, since: Uuid) -> Result<sled::Iter> {
+        let log = &self.inner.log;
+        let from = log
+            .range(pair_key(webhook_id, Uuid::nil())..pair_key(webhook_id, since))
+            .next_back()
+            .transpose()?
+            .map_or(pair_key(webhook_id, since).to_vec(), |(k, _)| k.to_vec());
+        Ok(log.range(from..=pair_key(webhook_id, Uuid::max()).to_vec()))
+    }
+
+    /// An entry whose id or delivery id is `id`; every entry of one
+    /// delivery names the same event. Both are v7 ids made no later than
+    /// the entries they name (a second is allowed for other threads'
+    /// clocks), and a delivery's first attempt follows it closely, so the
+    /// search runs forward from `id`'s time over at most `SCAN_BUDGET`
+    /// entries: an unknown id costs a bounded search, not the whole log.
     pub fn find_log(&self, webhook_id: Uuid, id: Uuid) -> Result<Option<LogEntry>> {
-        for entry in self.entries_before(webhook_id, Uuid::max()) {
-            let entry = entry?;
-            if entry.id == id || entry.delivery_id == id {
-                return Ok(Some(entry));
+        if id.get_version_num() != 7 {
+            return Ok(None);
+        }
+        let from_ms = v7_millis(id.as_bytes()).saturating_sub(1000);
+        let mut from = [0u8; 16];
+        from[..6].copy_from_slice(&from_ms.to_be_bytes()[2..]);
+        let mut scanned = 0;
+        for batch in self.batches_from(webhook_id, Uuid::from_bytes(from))? {
+            for entry in decode_batch(&batch?.1)? {
+                if entry.id == id || entry.delivery_id == id {
+                    return Ok(Some(entry));
+                }
+                scanned += 1;
+                if scanned == SCAN_BUDGET {
+                    return Ok(None);
+                }
             }
         }
         Ok(None)
@@ -289,6 +311,26 @@ mod tests {
             !since.contains(&all[0].delivery_id),
             "older batches are not read"
         );
+    }
+
+    #[test]
+    fn an_old_entry_is_found_from_its_own_time_past_many_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let hook = Uuid::now_v7();
+        let mut first = [entry(Outcome::Delivered)];
+        store.append_log(hook, &mut first).unwrap();
+        for _ in 0..(SCAN_BUDGET / 32 + 10) {
+            let mut batch: Vec<_> = (0..32).map(|_| entry(Outcome::Failed)).collect();
+            store.append_log(hook, &mut batch).unwrap();
+        }
+        let found = store.find_log(hook, first[0].delivery_id).unwrap();
+        assert_eq!(found.map(|e| e.id), Some(first[0].id));
+        assert!(
+            store.find_log(hook, Uuid::new_v4()).unwrap().is_none(),
+            "not a v7 id"
+        );
+        assert!(store.find_log(hook, Uuid::now_v7()).unwrap().is_none());
     }
 
     #[test]
