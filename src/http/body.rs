@@ -7,6 +7,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::MANAGEMENT_BODY_LIMIT;
 use crate::error::ApiError;
@@ -84,6 +85,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             err.with_field(path)
         }
     })
+}
+
+/// For a PATCH field, with `#[serde(default, deserialize_with =
+/// "not_null")]`: left out, it is `None` (unchanged); `null` is refused,
+/// where plain `Option` would read it as left out and answer 200 having
+/// changed nothing.
+pub fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "must not be null (leave the field out to keep its value)",
+        )),
+    }
 }
 
 /// A JSON management body of at most 64 KiB, typed.

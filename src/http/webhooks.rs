@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::body::ApiJson;
+use super::body::{not_null, ApiJson};
 use super::{parse_id, AppState};
 use crate::actors::registry::{WebhookDeleted, WebhookSaved};
 use crate::clock::{self, now_ms};
@@ -44,13 +44,27 @@ pub struct WebhookIn {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     url: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     events: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     active: Option<bool>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     ordered: Option<bool>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     signature_scheme: Option<SignatureScheme>,
     /// Only `"enabled"`: re-enables a webhook the system disabled.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     status: Option<WebhookStatus>,
 }
 

@@ -252,6 +252,24 @@ async fn crud_and_secrets() {
         )
         .await;
     assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("url")));
+    // null is not "leave it": refused, naming the field, not a silent 200.
+    for field in ["name", "url", "events", "active", "status"] {
+        let mut body = json!({"name": "nulled"});
+        body[field] = Value::Null;
+        let (status, bad) = s
+            .call(
+                "PATCH",
+                &format!("/v1/webhooks/{id}"),
+                Some(&key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            (status, bad["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{bad}"
+        );
+    }
     let (_, got) = s
         .call("GET", &format!("/v1/webhooks/{id}"), Some(&key), None)
         .await;
