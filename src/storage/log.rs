@@ -206,16 +206,26 @@ impl Store {
 
     /// Deletes the entries written before `cutoff_ms` (a batch's entries
     /// all get their ids at once); returns how many batches it deleted.
+    /// Reads each webhook's batches oldest first only up to the cutoff,
+    /// then jumps to the next webhook, so an hourly sweep does not read
+    /// the whole log.
     /// NB: key by key: one `sled::Batch` of them would stop every other
     /// write to the store while it is applied.
     pub fn purge_log_before(&self, cutoff_ms: u64) -> Result<usize> {
-        let mut n = 0;
-        for key in self.inner.log.iter().keys() {
-            let key = key?;
-            if key.get(16..).is_some_and(|id| v7_millis(id) < cutoff_ms) {
-                self.inner.log.remove(key)?;
+        let (log, mut n) = (&self.inner.log, 0);
+        let mut from = Vec::new();
+        while let Some((key, _)) = log.range(from.as_slice()..).next().transpose()? {
+            let owner = &key[..key.len().min(16)];
+            for old in log.scan_prefix(owner).keys() {
+                let old = old?;
+                if old.get(16..).is_none_or(|id| v7_millis(id) >= cutoff_ms) {
+                    break;
+                }
+                log.remove(old)?;
                 n += 1;
             }
+            // Past every key of this owner (keys are owner + 16 bytes).
+            from = [owner, &[0xff; 17]].concat();
         }
         Ok(n)
     }
@@ -349,10 +359,17 @@ mod tests {
             .insert(pair_key(hook, old.id), encode(&old))
             .unwrap();
         assert!(store.find_log(hook, old.id).unwrap().is_some());
+        let (above, below) = (Uuid::max(), Uuid::nil()); // either side of `hook`
+        for owner in [above, below] {
+            let key = pair_key(owner, old.id);
+            store.inner.log.insert(key, encode(&old)).unwrap();
+        }
 
         let thirty_days_ago = crate::clock::now_ms() - 30 * 86_400_000;
-        assert_eq!(store.purge_log_before(thirty_days_ago).unwrap(), 1);
-        assert!(store.find_log(hook, old.id).unwrap().is_none());
+        assert_eq!(store.purge_log_before(thirty_days_ago).unwrap(), 3);
+        for owner in [hook, above, below] {
+            assert!(store.find_log(owner, old.id).unwrap().is_none());
+        }
         let page = store.log_page(hook, 100, None, None).unwrap();
         assert_eq!(page.entries.len(), all.len(), "every newer entry stays");
     }
