@@ -178,6 +178,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_delivery;
     use super::*;
     use crate::clock::now_ms;
 
@@ -200,19 +201,6 @@ mod tests {
         id
     }
 
-    fn queued_for(event_id: Uuid) -> QueuedDelivery {
-        QueuedDelivery {
-            id: Uuid::now_v7(),
-            webhook_id: Uuid::now_v7(),
-            event_id,
-            event: "e".into(),
-            attempts: 1,
-            next_attempt_at: 0,
-            created_at: 0,
-            only_in_event: false,
-        }
-    }
-
     fn kept(store: &Store, id: Uuid) -> bool {
         store.event(id).unwrap().is_some()
     }
@@ -225,8 +213,12 @@ mod tests {
         let old_but_queued = stored(&store, id_from(35));
         let older_than_queued = stored(&store, id_from(50));
         let recent = stored(&store, id_from(2));
-        store.put_delivery(&queued_for(old_but_queued)).unwrap();
-        store.put_delivery(&queued_for(recent)).unwrap();
+        store
+            .put_delivery(&test_delivery(Uuid::now_v7(), old_but_queued))
+            .unwrap();
+        store
+            .put_delivery(&test_delivery(Uuid::now_v7(), recent))
+            .unwrap();
 
         // A queue entry that cannot be read can never be sent: the sweep
         // goes on without it.

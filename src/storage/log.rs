@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::codec::decode;
 use super::events::v7_millis;
-use super::{pair_key, Result, StorageError, Store};
+use super::{owners, pair_key, Result, StorageError, Store};
 use crate::domain::delivery::{LogEntry, Outcome};
 
 /// First byte of a batch value; a single-entry value starts with the
@@ -213,10 +213,8 @@ impl Store {
     /// write to the store while it is applied.
     pub fn purge_log_before(&self, cutoff_ms: u64) -> Result<usize> {
         let (log, mut n) = (&self.inner.log, 0);
-        let mut from = Vec::new();
-        while let Some((key, _)) = log.range(from.as_slice()..).next().transpose()? {
-            let owner = &key[..key.len().min(16)];
-            for old in log.scan_prefix(owner).keys() {
+        for owner in owners(log) {
+            for old in log.scan_prefix(owner?).keys() {
                 let old = old?;
                 if old.get(16..).is_none_or(|id| v7_millis(id) >= cutoff_ms) {
                     break;
@@ -224,8 +222,6 @@ impl Store {
                 log.remove(old)?;
                 n += 1;
             }
-            // Past every key of this owner (keys are owner + 16 bytes).
-            from = [owner, &[0xff; 17]].concat();
         }
         Ok(n)
     }

@@ -187,6 +187,36 @@ fn second_id(key: &[u8]) -> Option<Uuid> {
     key.get(16..32).and_then(|b| Uuid::from_slice(b).ok())
 }
 
+/// The owners (first 16 bytes) of a tree keyed owner ++ id, in order: one
+/// seek per owner, past all of its keys, rather than a read of every key.
+fn owners(tree: &sled::Tree) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+    let mut from = Some(Vec::new());
+    std::iter::from_fn(move || {
+        let next = tree.range(from.take()?.as_slice()..).next()?;
+        Some(next.map_err(Into::into).map(|(key, _)| {
+            let owner = key[..key.len().min(16)].to_vec();
+            // Past every key of this owner (keys are owner + 16 bytes).
+            from = Some([&owner[..], &[0xff; 17]].concat());
+            owner
+        }))
+    })
+}
+
+/// A queued retry of `event_id` for `webhook_id`, for tests.
+#[cfg(test)]
+fn test_delivery(webhook_id: Uuid, event_id: Uuid) -> crate::domain::delivery::QueuedDelivery {
+    crate::domain::delivery::QueuedDelivery {
+        id: Uuid::now_v7(),
+        webhook_id,
+        event_id,
+        event: "e".into(),
+        attempts: 1,
+        next_attempt_at: 0,
+        created_at: 0,
+        only_in_event: false,
+    }
+}
+
 /// A deliverable webhook of `owner` taking `events`, for tests.
 #[cfg(test)]
 fn test_webhook(owner: Uuid, events: &[&str]) -> crate::domain::webhook::Webhook {

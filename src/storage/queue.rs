@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::codec::{decode, encode};
 use super::events::v7_millis;
-use super::{pair_key, Result, Store};
+use super::{owners, pair_key, Result, Store};
 use crate::domain::delivery::QueuedDelivery;
 
 impl Store {
@@ -58,17 +58,14 @@ impl Store {
     /// it, so one created meanwhile is never mistaken for deleted.
     pub fn purge_orphan_deliveries(&self) -> Result<usize> {
         let (queue, mut removed) = (&self.inner.queue, 0);
-        let mut from = Vec::new();
-        while let Some((key, _)) = queue.range(from.as_slice()..).next().transpose()? {
-            let owner = &key[..key.len().min(16)];
-            if !self.inner.webhooks.contains_key(owner)? {
-                for orphan in queue.scan_prefix(owner).keys() {
+        for owner in owners(queue) {
+            let owner = owner?;
+            if !self.inner.webhooks.contains_key(&owner)? {
+                for orphan in queue.scan_prefix(&owner).keys() {
                     queue.remove(orphan?)?;
                     removed += 1;
                 }
             }
-            // Past every key of this owner (keys are owner + 16 bytes).
-            from = [owner, &[0xff; 17]].concat();
         }
         Ok(removed)
     }

@@ -136,25 +136,12 @@ fn remove_prefix(tree: &sled::Tree, owner: Uuid) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_webhook;
+    use super::super::{test_delivery, test_webhook};
     use super::*;
-    use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
-
-    fn queued_for(webhook_id: Uuid) -> QueuedDelivery {
-        QueuedDelivery {
-            id: Uuid::now_v7(),
-            webhook_id,
-            event_id: Uuid::now_v7(),
-            event: "e".into(),
-            attempts: 1,
-            next_attempt_at: 0,
-            created_at: 0,
-            only_in_event: false,
-        }
-    }
+    use crate::domain::delivery::{AttemptResult, LogEntry, Outcome};
 
     fn log_some(store: &Store, webhook_id: Uuid) {
-        let d = queued_for(webhook_id);
+        let d = test_delivery(webhook_id, Uuid::now_v7());
         let result = AttemptResult::default();
         let mut entries: Vec<_> = (0..3)
             .map(|_| {
@@ -186,7 +173,9 @@ mod tests {
         let (gone, kept) = (test_webhook(owner, &["*"]), test_webhook(owner, &["*"]));
         for w in [&gone, &kept] {
             store.insert_webhook(w).unwrap();
-            store.put_delivery(&queued_for(w.id)).unwrap();
+            store
+                .put_delivery(&test_delivery(w.id, Uuid::now_v7()))
+                .unwrap();
             log_some(&store, w.id);
         }
         assert!(store.delete_webhook(&gone).unwrap());
