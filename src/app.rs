@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::http::{self, auth, AppState};
 use crate::metrics::Metrics;
 use crate::net::client::ClientSettings;
+use crate::net::connections::{self, ConnectionBudget};
 use crate::retention::Retention;
 use crate::storage::{StorageError, Store};
 
@@ -64,7 +65,8 @@ impl Application {
         )?;
         let admin_key_hash = bootstrap_admin_key(&config, &store)?;
         let client = client_settings(&config);
-        let delivery = delivery_context(&config, &store, client, metrics.clone());
+        let connections = connection_budget();
+        let delivery = delivery_context(&config, &store, client, &connections, metrics.clone());
         let registry = Registry::new(Arc::new(delivery), config.workers());
         let directory = registry.directory();
         let registry = registry.start();
@@ -79,6 +81,7 @@ impl Application {
             directory,
             admin_key_hash,
             client,
+            connections,
             simulations: Default::default(),
             broadcaster: broadcaster.clone(),
             tickets: Default::default(),
@@ -247,10 +250,22 @@ fn client_settings(config: &Config) -> ClientSettings {
     }
 }
 
+/// Raises the open-file limit and sizes the connection budget from it.
+fn connection_budget() -> ConnectionBudget {
+    let open_files = connections::raise_open_file_limit();
+    let budget = ConnectionBudget::for_open_files(open_files);
+    log::info!(
+        "open-file limit {open_files}: up to {} delivery attempts at once",
+        budget.size()
+    );
+    budget
+}
+
 fn delivery_context(
     config: &Config,
     store: &Store,
     client: ClientSettings,
+    connections: &ConnectionBudget,
     metrics: Arc<Metrics>,
 ) -> DeliveryContext {
     DeliveryContext {
@@ -261,6 +276,7 @@ fn delivery_context(
             jitter: config.delivery.jitter,
         },
         client,
+        connections: connections.clone(),
         max_in_flight: config.delivery.max_in_flight,
         disable_after: Duration::from_secs_f64(config.delivery.disable_after_hours * 3600.0),
         metrics,

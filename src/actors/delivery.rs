@@ -323,7 +323,11 @@ impl DeliveryActor {
         self.in_flight.insert(d.id, d.clone());
         let endpoint = self.endpoint_for(webhook);
         let webhook = webhook.clone();
+        let connections = self.shared.connections.clone();
         let attempt = async move {
+            // Waiting here is not part of the attempt: its clock, timeout
+            // and signature timestamp start once it has a connection slot.
+            let _slot = connections.slot().await;
             let result = client::deliver(&endpoint, &webhook, d.id, &d.event, body).await;
             (d, result)
         };

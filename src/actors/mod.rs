@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::domain::delivery::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::net::client::ClientSettings;
+use crate::net::connections::ConnectionBudget;
 use crate::storage::Store;
 
 /// What every delivery actor shares: the store, its log writer and the
@@ -27,6 +28,8 @@ pub struct DeliveryContext {
     pub log_writer: actix::Addr<log_writer::LogWriter>,
     pub policy: RetryPolicy,
     pub client: ClientSettings,
+    /// Every attempt holds one of these slots while it is out.
+    pub connections: ConnectionBudget,
     pub max_in_flight: usize,
     pub disable_after: Duration,
     pub metrics: Arc<Metrics>,

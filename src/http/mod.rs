@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::domain::catalog::Catalog;
 use crate::error::ApiError;
 use crate::net::client::ClientSettings;
+use crate::net::connections::ConnectionBudget;
 use crate::storage::Store;
 
 /// Management endpoints accept JSON bodies up to 64 KiB (SPEC §4).
@@ -47,6 +48,7 @@ pub struct AppState {
     pub directory: Directory,
     pub admin_key_hash: [u8; 32],
     pub client: ClientSettings,
+    pub connections: ConnectionBudget,
     pub simulations: simulations::SimulationSlots,
     pub broadcaster: Addr<Broadcaster>,
     pub tickets: feed::Tickets,

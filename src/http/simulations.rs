@@ -194,10 +194,13 @@ pub async fn send(
                 .value
         }
     };
+    let busy = || ApiError::unavailable("service_unavailable", "Service unavailable");
     let _slot = state
         .simulations
         .take(w.id, state.config.delivery.max_in_flight)
-        .ok_or_else(|| ApiError::unavailable("service_unavailable", "Service unavailable"))?;
+        .ok_or_else(busy)?;
+    // A test event is answered now, never queued behind a backlog.
+    let _connection = state.connections.try_slot().ok_or_else(busy)?;
     let body = Bytes::from(serde_json::to_vec(&body_value).map_err(ApiError::internal)?);
     let delivery_id = Uuid::now_v7();
     let endpoint = client::Endpoint::new(state.client, &w.url);

@@ -89,7 +89,9 @@ fn build_client(settings: ClientSettings) -> awc::Client {
     let connector = awc::Connector::new()
         .connector(actix_tls::connect::Connector::new(resolver).service())
         .timeout(settings.timeout)
-        .limit(4096);
+        // No limit of awc's own (0): the connection budget bounds
+        // attempts, and a wait inside awc would count against the timeout.
+        .limit(0);
     awc::Client::builder()
         .connector(connector)
         .disable_redirects()

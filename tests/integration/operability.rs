@@ -480,3 +480,109 @@ async fn the_retention_sweep_purges_history_but_not_what_is_still_owed() {
         "the owed one was kept"
     );
 }
+
+/// The open-file limit of the tests below, soft and hard alike (so that
+/// hookrelay cannot raise it): room for half as many attempts at once.
+const OPEN_FILES: u64 = 256;
+
+/// A backlog wanting more sockets than the open-file limit allows waits
+/// for connection slots rather than failing: at most half the limit is
+/// out at once, ingest and the API keep answering, a test event is
+/// refused with 503 rather than queued, and every delivery succeeds at
+/// its first attempt.
+#[actix_web::test]
+async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
+    const WEBHOOKS: usize = 40; // × max_in_flight 8: 320 sockets wanted
+    const EVENTS: usize = 8;
+    const SLOTS: usize = OPEN_FILES as usize / 2;
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    rx.delay(2_000); // each round of attempts holds its slots this long
+    let limit = (OPEN_FILES, OPEN_FILES);
+    let server = ChildServer::start_with_open_files(dir.path(), &GRACEFUL_ENV, limit);
+    let api = server.client();
+    let (org_id, key) = api.org("acme").await;
+    let mut hooks = Vec::new();
+    for i in 0..WEBHOOKS {
+        let body = json!({"name": format!("h{i}"), "url": rx.url, "events": ["*"]});
+        let (status, hook) = api
+            .call("POST", "/v1/webhooks", Some(&key), Some(body))
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        hooks.push(hook["id"].as_str().unwrap().to_string());
+    }
+    for i in 0..EVENTS {
+        let e = tracked_event("desktop.app_tracking.captured", &org_id, &format!("t{i}"));
+        let answer = api
+            .try_call("POST", "/v1/events", Some(&key), Some(e))
+            .await;
+        assert!(matches!(answer, Some((202, _))), "ingest {i}: {answer:?}");
+    }
+    eventually("the first round out", Duration::from_secs(20), async || {
+        (rx.count() >= SLOTS).then_some(())
+    })
+    .await;
+    assert_eq!(rx.count(), SLOTS, "attempts out at once");
+    let simulation = json!({"event": "desktop.app_tracking.captured"});
+    let path = format!("/v1/webhooks/{}/simulations", hooks[0]);
+    let (status, body) = api.call("POST", &path, Some(&key), Some(simulation)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("service_unavailable"))
+    );
+    let (status, _) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+
+    let logs = eventually(
+        "every delivery logged",
+        Duration::from_secs(60),
+        async || {
+            let mut logs = Vec::new();
+            for hook in &hooks {
+                let path = format!("/v1/webhooks/{hook}/deliveries");
+                let (_, page) = api.call("GET", &path, Some(&key), None).await;
+                logs.extend(page["data"].as_array()?.clone());
+            }
+            (logs.len() >= WEBHOOKS * EVENTS).then_some(logs)
+        },
+    )
+    .await;
+    let first_try = |e: &serde_json::Value| e["outcome"] == "delivered" && e["attempt"] == 1;
+    let failed: Vec<_> = logs.iter().filter(|e| !first_try(e)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} not delivered at once: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(rx.count(), WEBHOOKS * EVENTS, "each sent once");
+    rx.handle.stop(false).await;
+}
+
+/// A soft open-file limit below the hard one (Linux's usual 1024) is
+/// raised at start, so a larger backlog can be out at once.
+#[actix_web::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    assert!(
+        hard > OPEN_FILES,
+        "the test needs a hard limit above {OPEN_FILES}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start_with_open_files(dir.path(), &GRACEFUL_ENV, (OPEN_FILES, hard));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(soft, [hard.to_string(), hard.to_string()], "{open_files}");
+    let said = format!(
+        "open-file limit {hard}: up to {} delivery attempts",
+        hard / 2
+    );
+    assert!(
+        server.log.lock().unwrap().iter().any(|l| l.contains(&said)),
+        "the start-up log says {said:?}"
+    );
+}

@@ -361,8 +361,29 @@ impl ChildServer {
     /// Starts the binary on `dir` with extra `HOOKRELAY_*` variables and
     /// waits for it to say where it listens.
     pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> ChildServer {
+        let cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+        Self::spawn(cmd, dir, env)
+    }
+
+    /// As `start`, under an open-file limit of `soft` (and `hard`), set by
+    /// util-linux's `prlimit`, which then runs the binary in its place.
+    pub fn start_with_open_files(
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        (soft, hard): (u64, u64),
+    ) -> ChildServer {
+        let mut cmd = std::process::Command::new("prlimit");
+        cmd.arg(format!("--nofile={soft}:{hard}"))
+            .arg(env!("CARGO_BIN_EXE_hookrelay"));
+        Self::spawn(cmd, dir, env)
+    }
+
+    fn spawn(
+        mut cmd: std::process::Command,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> ChildServer {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
         cmd.current_dir(dir)
             .env("HOOKRELAY_SERVER__BIND", "127.0.0.1:0")
             .env("HOOKRELAY_STORAGE__PATH", dir.join("data"))
