@@ -247,6 +247,7 @@ fn client_settings(config: &Config) -> ClientSettings {
         timeout: Duration::from_millis(config.delivery.timeout_ms),
         allow_private: config.delivery.allow_private_targets,
         body_limit: config.delivery.response_body_limit,
+        connection_lifetime: Duration::from_secs(config.delivery.connection_lifetime_s),
     }
 }
 

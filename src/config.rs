@@ -80,6 +80,7 @@ pub struct DeliveryConfig {
     pub disable_after_hours: f64,
     pub allow_private_targets: bool,
     pub default_signature_scheme: SignatureScheme,
+    pub connection_lifetime_s: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -95,6 +96,8 @@ impl Default for DeliveryConfig {
             disable_after_hours: 120.0,
             allow_private_targets: false,
             default_signature_scheme: SignatureScheme::Trackpilots,
+            // awc's own default connection lifetime.
+            connection_lifetime_s: 75,
         }
     }
 }
@@ -253,6 +256,12 @@ impl Config {
         }
         if d.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if d.connection_lifetime_s == 0 {
+            return Err(invalid(
+                "delivery.connection_lifetime_s",
+                "must be at least 1",
+            ));
         }
         if !(d.disable_after_hours > 0.0 && d.disable_after_hours.is_finite()) {
             return Err(invalid(
@@ -470,6 +479,11 @@ mod tests {
         assert!(e.to_string().contains("delivery.jitter"), "{e}");
         let e = Config::from_toml("[server]\nbind = \"nowhere\"").unwrap_err();
         assert!(e.to_string().contains("server.bind"), "{e}");
+        let e = Config::from_toml("[delivery]\nconnection_lifetime_s = 0").unwrap_err();
+        assert!(
+            e.to_string().contains("delivery.connection_lifetime_s"),
+            "{e}"
+        );
         let e = Config::from_toml("[retention]\ndays = 0").unwrap_err();
         assert!(e.to_string().contains("retention.days"), "{e}");
         let half = Config::from_toml("[retention]\ndays = 0.5").unwrap();

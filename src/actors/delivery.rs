@@ -113,6 +113,12 @@ pub struct WebhookChanged {
     pub webhook: Webhook,
 }
 
+/// Let go of the prepared endpoint if its client has been retired, so
+/// the retired pool, and the idle connections it keeps, can be dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseStaleEndpoint;
+
 /// Stop for good (the webhook was deleted or the server is stopping).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -344,7 +350,7 @@ impl DeliveryActor {
     fn endpoint_for(&mut self, webhook: &Webhook) -> Rc<client::Endpoint> {
         let settings = self.shared.client;
         match &self.endpoint {
-            Some(e) if e.is_for(settings, &webhook.url) => e.clone(),
+            Some(e) if e.is_current_for(settings, &webhook.url) => e.clone(),
             _ => self
                 .endpoint
                 .insert(Rc::new(client::Endpoint::new(settings, &webhook.url)))
@@ -595,6 +601,16 @@ impl DeliveryActor {
             for waiter in self.draining.iter_mut().flat_map(std::mem::take) {
                 let _ = waiter.send(());
             }
+        }
+    }
+}
+
+impl Handler<ReleaseStaleEndpoint> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseStaleEndpoint, _: &mut Context<Self>) {
+        if self.endpoint.as_ref().is_some_and(|e| !e.is_current()) {
+            self.endpoint = None;
         }
     }
 }

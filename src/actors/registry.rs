@@ -17,6 +17,7 @@ use super::log_writer::{LogWriter, Written};
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::webhook::Webhook;
+use crate::net::client;
 use crate::storage::Store;
 
 pub struct Registry {
@@ -186,6 +187,17 @@ impl Registry {
         self.actors.clone()
     }
 
+    /// Has every delivery thread drop its expired client and every actor
+    /// its endpoint made by one: see `net::client` for why.
+    fn retire_stale_clients(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.spawn_fn(client::retire_expired);
+        }
+        for addr in self.actors.all() {
+            addr.do_send(delivery::ReleaseStaleEndpoint);
+        }
+    }
+
     /// Starts a webhook's actor on the next arbiter and lists it.
     fn spawn(&mut self, webhook_id: Uuid) {
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
@@ -200,7 +212,10 @@ impl Registry {
 impl Actor for Registry {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.shared.client.connection_lifetime, |act, _| {
+            act.retire_stale_clients();
+        });
         match self.shared.store.purge_orphan_deliveries() {
             Ok(0) => {}
             Ok(n) => log::warn!("removed {n} queued deliveries of deleted webhooks"),

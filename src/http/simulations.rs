@@ -203,7 +203,7 @@ pub async fn send(
     let _connection = state.connections.try_slot().ok_or_else(busy)?;
     let body = Bytes::from(serde_json::to_vec(&body_value).map_err(ApiError::internal)?);
     let delivery_id = Uuid::now_v7();
-    let endpoint = client::Endpoint::new(state.client, &w.url);
+    let endpoint = client::Endpoint::single_use(state.client, &w.url);
     let result = client::deliver(&endpoint, &w, delivery_id, &input.event, body).await;
     let ok = result.succeeded();
     let outcome = if ok {

@@ -4,6 +4,12 @@
 //! Names are checked in the client's resolver, so a name that resolves to
 //! a private address (DNS rebinding included) is refused at connect time;
 //! IP-literal hosts skip the resolver and are checked before sending.
+//!
+//! Each thread's client is retired once it is older than the connection
+//! lifetime. NB: awc closes an idle pooled connection only when its host is
+//! asked for again, so the connections of an endpoint that is never sent
+//! to again (a deleted webhook, a changed URL) stay open, and hold a file,
+//! until their pool is dropped. Retiring the pool drops them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,6 +37,8 @@ pub struct ClientSettings {
     pub timeout: Duration,
     pub allow_private: bool,
     pub body_limit: usize,
+    /// How long a connection, and each thread's client, is used.
+    pub connection_lifetime: Duration,
 }
 
 /// A resolved address that the SSRF rules refuse.
@@ -68,17 +76,57 @@ impl Resolve for GuardedResolver {
     }
 }
 
-thread_local! {
-    /// One client per thread and settings, so connections are reused.
-    static CLIENTS: RefCell<HashMap<ClientSettings, awc::Client>> = RefCell::new(HashMap::new());
+/// A thread's client for one set of settings, and which of them it is.
+struct PooledClient {
+    client: awc::Client,
+    generation: u64,
+    born: Instant,
 }
 
-fn client(settings: ClientSettings) -> awc::Client {
+impl PooledClient {
+    fn expired(&self, settings: ClientSettings) -> bool {
+        self.born.elapsed() >= settings.connection_lifetime
+    }
+}
+
+thread_local! {
+    /// One client per thread and settings, so connections are reused.
+    static CLIENTS: RefCell<HashMap<ClientSettings, PooledClient>> = RefCell::new(HashMap::new());
+}
+
+/// This thread's current client for `settings` and its generation; a new
+/// one once the last has expired.
+fn client(settings: ClientSettings) -> (awc::Client, u64) {
     CLIENTS.with(|c| {
-        c.borrow_mut()
-            .entry(settings)
-            .or_insert_with(|| build_client(settings))
-            .clone()
+        let mut clients = c.borrow_mut();
+        let current = clients.entry(settings).or_insert_with(|| PooledClient {
+            client: build_client(settings),
+            generation: 0,
+            born: Instant::now(),
+        });
+        if current.expired(settings) {
+            *current = PooledClient {
+                client: build_client(settings),
+                generation: current.generation + 1,
+                born: Instant::now(),
+            };
+        }
+        (current.client.clone(), current.generation)
+    })
+}
+
+/// Drops this thread's expired clients; each pool closes its idle
+/// connections once no endpoint holds it either.
+pub fn retire_expired() {
+    CLIENTS.with(|c| c.borrow_mut().retain(|settings, p| !p.expired(*settings)));
+}
+
+/// Whether `generation` is this thread's current, unexpired client.
+fn is_current(settings: ClientSettings, generation: u64) -> bool {
+    CLIENTS.with(|c| {
+        c.borrow()
+            .get(&settings)
+            .is_some_and(|p| p.generation == generation && !p.expired(settings))
     })
 }
 
@@ -89,6 +137,7 @@ fn build_client(settings: ClientSettings) -> awc::Client {
     let connector = awc::Connector::new()
         .connector(actix_tls::connect::Connector::new(resolver).service())
         .timeout(settings.timeout)
+        .conn_lifetime(settings.connection_lifetime)
         // No limit of awc's own (0): the connection budget bounds
         // attempts, and a wait inside awc would count against the timeout.
         .limit(0);
@@ -107,29 +156,54 @@ fn build_client(settings: ClientSettings) -> awc::Client {
 pub struct Endpoint {
     url: String,
     settings: ClientSettings,
+    /// Of the thread's client `request` was made with; `None` for a
+    /// client of its own.
+    generation: Option<u64>,
     request: Result<awc::FrozenClientRequest, AttemptError>,
 }
 
 impl Endpoint {
     /// NB: the client it uses is this thread's; send from this thread.
     pub fn new(settings: ClientSettings, url: &str) -> Endpoint {
+        let (client, generation) = client(settings);
+        Self::with_client(settings, url, client, Some(generation))
+    }
+
+    /// For one attempt now and then (a simulation): with a client of its
+    /// own, so its connection closes when it is dropped instead of idling
+    /// in a pool of this thread.
+    pub fn single_use(settings: ClientSettings, url: &str) -> Endpoint {
+        Self::with_client(settings, url, build_client(settings), None)
+    }
+
+    fn with_client(
+        settings: ClientSettings,
+        url: &str,
+        client: awc::Client,
+        generation: Option<u64>,
+    ) -> Endpoint {
         let request = match literal_ip_blocked(url, settings.allow_private) {
             Some(blocked) => Err(blocked),
-            None => client(settings)
-                .post(url)
-                .freeze()
-                .map_err(|e| classify(e.into())),
+            None => client.post(url).freeze().map_err(|e| classify(e.into())),
         };
         Endpoint {
             url: url.to_string(),
             settings,
+            generation,
             request,
         }
     }
 
-    /// Whether it was made for `url` with `settings`.
-    pub fn is_for(&self, settings: ClientSettings, url: &str) -> bool {
-        self.settings == settings && self.url == url
+    /// Whether it was made for `url` with `settings`, by this thread's
+    /// current client. A stale one keeps a retired pool, and its idle
+    /// connections, alive: remake it, or drop it if unused.
+    pub fn is_current_for(&self, settings: ClientSettings, url: &str) -> bool {
+        self.settings == settings && self.url == url && self.is_current()
+    }
+
+    pub fn is_current(&self) -> bool {
+        self.generation
+            .is_some_and(|g| is_current(self.settings, g))
     }
 }
 

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::feed::FeedClient;
 use crate::support::{
-    desktop_event, eventually, expected_signature, log_of, tracked_event, ChildServer, Receiver,
-    TestServer, ADMIN_KEY,
+    desktop_event, eventually, expected_signature, log_of, open_connections, tracked_event,
+    ChildServer, Receiver, TestServer, ADMIN_KEY,
 };
 
 #[actix_web::test]
@@ -585,4 +585,78 @@ async fn the_open_file_limit_is_raised_to_the_hard_limit() {
         server.log.lock().unwrap().iter().any(|l| l.contains(&said)),
         "the start-up log says {said:?}"
     );
+}
+
+/// Connections to endpoints no longer sent to are closed rather than kept
+/// in a pool for ever: a deleted webhook's idle connections close within
+/// about twice `connection_lifetime_s`, a test event's as soon as it is
+/// answered, and the webhook that is left keeps delivering.
+#[actix_web::test]
+async fn idle_connections_of_endpoints_no_longer_sent_to_are_closed() {
+    const APP: &str = "desktop.app_tracking.captured";
+    let dir = tempfile::tempdir().unwrap();
+    let lifetime = [("HOOKRELAY_DELIVERY__CONNECTION_LIFETIME_S", "1")];
+    let env = [GRACEFUL_ENV.as_slice(), &lifetime].concat();
+    let (gone, kept, tested) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    gone.delay(200); // several attempts at once: several connections
+    let server = ChildServer::start(dir.path(), &env);
+    let api = server.client();
+    let (org_id, key) = api.org("acme").await;
+    let mut hooks = Vec::new();
+    for rx in [&gone, &kept, &tested] {
+        let body = json!({"name": "n", "url": rx.url, "events": ["*"]});
+        let (status, hook) = api
+            .call("POST", "/v1/webhooks", Some(&key), Some(body))
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        hooks.push(hook["id"].as_str().unwrap().to_string());
+    }
+    for _ in 0..8 {
+        let e = desktop_event(APP, &org_id);
+        assert_eq!(
+            api.call("POST", "/v1/events", Some(&key), Some(e)).await.0,
+            202
+        );
+    }
+    eventually(
+        "the events delivered",
+        Duration::from_secs(20),
+        async || (gone.count() == 8 && kept.count() == 8).then_some(()),
+    )
+    .await;
+    let path = format!("/v1/webhooks/{}", hooks[0]);
+    assert_eq!(api.call("DELETE", &path, Some(&key), None).await.0, 204);
+    let path = format!("/v1/webhooks/{}/simulations", hooks[2]);
+    let (status, sim) = api
+        .call("POST", &path, Some(&key), Some(json!({"event": APP})))
+        .await;
+    assert_eq!(
+        (status, &sim["result"]),
+        (200, &json!("delivered")),
+        "{sim}"
+    );
+
+    let closed = [gone.port(), tested.port()];
+    eventually(
+        "their connections closed",
+        Duration::from_secs(20),
+        async || (open_connections(server.pid(), &closed) == 0).then_some(()),
+    )
+    .await;
+    let e = desktop_event(APP, &org_id);
+    assert_eq!(
+        api.call("POST", "/v1/events", Some(&key), Some(e)).await.0,
+        202
+    );
+    eventually(
+        "the webhook left still delivers",
+        Duration::from_secs(20),
+        async || (kept.count() == 9).then_some(()),
+    )
+    .await;
+    assert_eq!(gone.count(), 8, "nothing sent to the deleted webhook");
 }

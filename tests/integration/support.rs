@@ -305,6 +305,11 @@ impl Receiver {
         self.seen.lock().unwrap().len()
     }
 
+    pub fn port(&self) -> u16 {
+        let authority = self.url.trim_start_matches("http://");
+        authority.split(['/', ':']).nth(1).unwrap().parse().unwrap()
+    }
+
     pub fn all(&self) -> Vec<Received> {
         self.seen.lock().unwrap().clone()
     }
@@ -556,4 +561,33 @@ pub fn npm_ci(dir: &std::path::Path, marker: &str) {
         .status()
         .expect("npm is needed for the Node.js test receivers and the browser tests");
     assert!(status.success(), "npm ci failed in {}", dir.display());
+}
+
+/// How many TCP connections process `pid` holds open to these loopback
+/// ports (established, or closed by the peer but not yet by it).
+pub fn open_connections(pid: u32, ports: &[u16]) -> usize {
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    Some(
+                        link.strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    // Columns: sl local_address rem_address st ... uid timeout inode.
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() > 9 && sockets.contains(cols[9]))
+        .filter_map(|cols| u16::from_str_radix(cols[2].rsplit(':').next()?, 16).ok())
+        .filter(|port| ports.contains(port))
+        .count()
 }
