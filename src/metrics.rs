@@ -55,6 +55,9 @@ pub struct Metrics {
     pub retries_scheduled: IntCounter,
     pub webhooks_disabled: IntCounter,
     pub feed_sessions: IntGauge,
+    /// Set at scrape time from the connection budget.
+    pub connections_in_use: IntGauge,
+    pub connection_slots: IntGauge,
     pub feed_dropped: IntCounter,
     pub flush_latency: Histogram,
     queue_depth: IntGaugeVec,
@@ -123,6 +126,22 @@ impl Metrics {
             feed_sessions: register(
                 &r,
                 IntGauge::new("feed_sessions", "Live feed sessions connected").expect("valid"),
+            ),
+            connections_in_use: register(
+                &r,
+                IntGauge::new(
+                    "delivery_connections_in_use",
+                    "Connection slots held by delivery attempts (attempts beyond the slots wait)",
+                )
+                .expect("valid"),
+            ),
+            connection_slots: register(
+                &r,
+                IntGauge::new(
+                    "delivery_connection_slots",
+                    "Delivery attempts that may be out at once (half the open-file limit)",
+                )
+                .expect("valid"),
             ),
             feed_dropped: register(
                 &r,

@@ -19,7 +19,10 @@ pub async fn metrics(
         return Err(ApiError::not_found("not_found", "no such route"));
     }
     let storage = state.store.health()?;
+    let m = &state.metrics;
+    m.connections_in_use.set(state.connections.in_use() as i64);
+    m.connection_slots.set(state.connections.size() as i64);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(storage)))
+        .body(m.render(storage)))
 }

@@ -67,6 +67,11 @@ impl ConnectionBudget {
             .expect("the semaphore is never closed")
     }
 
+    /// Slots held now.
+    pub fn in_use(&self) -> usize {
+        self.size - self.slots.available_permits()
+    }
+
     /// A slot if one is free now.
     pub fn try_slot(&self) -> Option<Slot> {
         self.slots.clone().try_acquire_owned().ok()
@@ -92,6 +97,7 @@ mod tests {
         let budget = ConnectionBudget::for_open_files(4);
         let (a, _b) = (budget.slot().await, budget.slot().await);
         assert!(budget.try_slot().is_none());
+        assert_eq!(budget.in_use(), 2);
         let mut waiting = std::pin::pin!(budget.slot());
         assert!(futures_util::poll!(&mut waiting).is_pending());
         drop(a);

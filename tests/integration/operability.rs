@@ -523,6 +523,13 @@ async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
     })
     .await;
     assert_eq!(rx.count(), SLOTS, "attempts out at once");
+    let metrics = metrics_text(&server.base, Some(ADMIN_KEY)).await;
+    for line in [
+        format!("hookrelay_delivery_connection_slots {SLOTS}"),
+        format!("hookrelay_delivery_connections_in_use {SLOTS}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let simulation = json!({"event": "desktop.app_tracking.captured"});
     let path = format!("/v1/webhooks/{}/simulations", hooks[0]);
     let (status, body) = api.call("POST", &path, Some(&key), Some(simulation)).await;
