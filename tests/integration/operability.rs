@@ -394,15 +394,18 @@ async fn the_retention_sweep_purges_history_but_not_what_is_still_owed() {
     let server = ChildServer::start(dir.path(), &env);
     let api = server.client();
     let (org_id, key) = api.org("acme").await;
-    let create = async |body: serde_json::Value| {
-        let (status, hook) = api
-            .call("POST", "/v1/webhooks", Some(&key), Some(body))
-            .await;
-        assert_eq!(status, 201, "{hook}");
-        hook["id"].as_str().unwrap().to_string()
-    };
-    let live = create(json!({"name": "live", "url": rx.url, "events": ["*"]})).await;
-    let owed = create(json!({"name": "owed", "url": down.url, "events": [ACTIVITY]})).await;
+    let live = api
+        .webhook(
+            &key,
+            json!({"name": "live", "url": rx.url, "events": ["*"]}),
+        )
+        .await;
+    let owed = api
+        .webhook(
+            &key,
+            json!({"name": "owed", "url": down.url, "events": [ACTIVITY]}),
+        )
+        .await;
     let mut ids = Vec::new();
     for event in [APP, ACTIVITY] {
         let (status, body) = api
@@ -505,18 +508,11 @@ async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
     let mut hooks = Vec::new();
     for i in 0..WEBHOOKS {
         let body = json!({"name": format!("h{i}"), "url": rx.url, "events": ["*"]});
-        let (status, hook) = api
-            .call("POST", "/v1/webhooks", Some(&key), Some(body))
-            .await;
-        assert_eq!(status, 201, "{hook}");
-        hooks.push(hook["id"].as_str().unwrap().to_string());
+        hooks.push(api.webhook(&key, body).await);
     }
     for i in 0..EVENTS {
         let e = tracked_event("desktop.app_tracking.captured", &org_id, &format!("t{i}"));
-        let answer = api
-            .try_call("POST", "/v1/events", Some(&key), Some(e))
-            .await;
-        assert!(matches!(answer, Some((202, _))), "ingest {i}: {answer:?}");
+        api.ingest(&key, e).await;
     }
     eventually("the first round out", Duration::from_secs(20), async || {
         (rx.count() >= SLOTS).then_some(())
@@ -616,18 +612,10 @@ async fn idle_connections_of_endpoints_no_longer_sent_to_are_closed() {
     let mut hooks = Vec::new();
     for rx in [&gone, &kept, &tested] {
         let body = json!({"name": "n", "url": rx.url, "events": ["*"]});
-        let (status, hook) = api
-            .call("POST", "/v1/webhooks", Some(&key), Some(body))
-            .await;
-        assert_eq!(status, 201, "{hook}");
-        hooks.push(hook["id"].as_str().unwrap().to_string());
+        hooks.push(api.webhook(&key, body).await);
     }
     for _ in 0..8 {
-        let e = desktop_event(APP, &org_id);
-        assert_eq!(
-            api.call("POST", "/v1/events", Some(&key), Some(e)).await.0,
-            202
-        );
+        api.ingest(&key, desktop_event(APP, &org_id)).await;
     }
     eventually(
         "the events delivered",
@@ -654,11 +642,7 @@ async fn idle_connections_of_endpoints_no_longer_sent_to_are_closed() {
         async || (open_connections(server.pid(), &closed) == 0).then_some(()),
     )
     .await;
-    let e = desktop_event(APP, &org_id);
-    assert_eq!(
-        api.call("POST", "/v1/events", Some(&key), Some(e)).await.0,
-        202
-    );
+    api.ingest(&key, desktop_event(APP, &org_id)).await;
     eventually(
         "the webhook left still delivers",
         Duration::from_secs(20),

@@ -488,6 +488,24 @@ impl RemoteServer {
         )
     }
 
+    /// Creates a webhook from `body`; returns its id.
+    pub async fn webhook(&self, key: &str, body: Value) -> String {
+        let (status, hook) = self
+            .call("POST", "/v1/webhooks", Some(key), Some(body))
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        hook["id"].as_str().unwrap().into()
+    }
+
+    /// Publishes an event, which must be accepted; returns the answer.
+    pub async fn ingest(&self, key: &str, event: Value) -> Value {
+        let (status, body) = self
+            .call("POST", "/v1/events", Some(key), Some(event))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body
+    }
+
     /// `None` when the server could not be reached.
     pub async fn try_call(
         &self,
