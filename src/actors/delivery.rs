@@ -32,6 +32,7 @@ use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::webhook::{Webhook, WebhookStatus};
 use crate::metrics::DepthSlot;
 use crate::net::client;
+use crate::net::connections::Slot;
 use crate::storage::Store;
 
 /// How long a first attempt may wait in memory only; after that it goes to
@@ -327,14 +328,57 @@ impl DeliveryActor {
             },
         };
         self.in_flight.insert(d.id, d.clone());
+        if let Some(slot) = self.shared.connections.try_slot() {
+            return self.send(webhook, d, body, slot, ctx);
+        }
+        // Every connection slot is taken: wait for one as this actor's own
+        // future, so that what changes meanwhile (a pause, a new URL,
+        // shutdown) is seen before anything is sent.
+        let connections = self.shared.connections.clone();
+        let wait = async move { connections.slot().await };
+        ctx.spawn(wait.into_actor(self).map(|slot, act, ctx| {
+            act.guarded(ctx, |act, ctx| act.send_when_free(d, body, slot, ctx))
+        }));
+    }
+
+    /// With a connection slot at last: sends, unless the webhook cannot be
+    /// sent to now or shutdown has begun; then the delivery is queued
+    /// again, as if it had never left.
+    fn send_when_free(
+        &mut self,
+        d: QueuedDelivery,
+        body: Bytes,
+        slot: Slot,
+        ctx: &mut Context<Self>,
+    ) {
+        let webhook = self.webhook.clone().filter(|w| w.is_deliverable());
+        match webhook.filter(|_| self.draining.is_none()) {
+            Some(webhook) => self.send(&webhook, d, body, slot, ctx),
+            None => {
+                self.in_flight.remove(&d.id);
+                self.bodies.keep(d.id, body);
+                self.insert(d);
+                self.spill(u64::MAX); // it may wait long: paused, or a restart
+                self.pump(ctx);
+            }
+        }
+    }
+
+    /// One attempt, holding `slot` while it is out. Its clock, timeout
+    /// and signature timestamp start here, not while it waited for a slot.
+    fn send(
+        &mut self,
+        webhook: &Rc<Webhook>,
+        d: QueuedDelivery,
+        body: Bytes,
+        slot: Slot,
+        ctx: &mut Context<Self>,
+    ) {
         let endpoint = self.endpoint_for(webhook);
         let webhook = webhook.clone();
-        let connections = self.shared.connections.clone();
         let attempt = async move {
-            // Waiting here is not part of the attempt: its clock, timeout
-            // and signature timestamp start once it has a connection slot.
-            let _slot = connections.slot().await;
             let result = client::deliver(&endpoint, &webhook, d.id, &d.event, body).await;
+            drop(slot);
             (d, result)
         };
         ctx.spawn(attempt.into_actor(self).map(|(d, result), act, ctx| {

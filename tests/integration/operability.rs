@@ -492,12 +492,15 @@ const OPEN_FILES: u64 = 256;
 /// for connection slots rather than failing: at most half the limit is
 /// out at once, ingest and the API keep answering, a test event is
 /// refused with 503 rather than queued, and every delivery succeeds at
-/// its first attempt.
+/// its first attempt. An attempt still waiting when its webhook is paused
+/// is not sent until the webhook is resumed.
 #[actix_web::test]
 async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
     const WEBHOOKS: usize = 40; // × max_in_flight 8: 320 sockets wanted
     const EVENTS: usize = 8;
     const SLOTS: usize = OPEN_FILES as usize / 2;
+    const APP: &str = "desktop.app_tracking.captured";
+    const ACTIVITY: &str = "desktop.activity_tracking.captured";
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start().await;
     rx.delay(2_000); // each round of attempts holds its slots this long
@@ -507,13 +510,20 @@ async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
     let (org_id, key) = api.org("acme").await;
     let mut hooks = Vec::new();
     for i in 0..WEBHOOKS {
-        let body = json!({"name": format!("h{i}"), "url": rx.url, "events": ["*"]});
+        let body = json!({"name": format!("h{i}"), "url": rx.url, "events": [APP]});
         hooks.push(api.webhook(&key, body).await);
     }
     for i in 0..EVENTS {
-        let e = tracked_event("desktop.app_tracking.captured", &org_id, &format!("t{i}"));
-        api.ingest(&key, e).await;
+        api.ingest(&key, tracked_event(APP, &org_id, &format!("t{i}")))
+            .await;
     }
+    // Queued behind all of those, then paused while it waits for a slot.
+    let paused_rx = Receiver::start().await;
+    let body = json!({"name": "paused", "url": paused_rx.url, "events": [ACTIVITY]});
+    let paused = format!("/v1/webhooks/{}", api.webhook(&key, body).await);
+    api.ingest(&key, desktop_event(ACTIVITY, &org_id)).await;
+    let pause = Some(json!({"active": false}));
+    assert_eq!(api.call("PATCH", &paused, Some(&key), pause).await.0, 200);
     eventually("the first round out", Duration::from_secs(20), async || {
         (rx.count() >= SLOTS).then_some(())
     })
@@ -526,7 +536,7 @@ async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
-    let simulation = json!({"event": "desktop.app_tracking.captured"});
+    let simulation = json!({"event": APP});
     let path = format!("/v1/webhooks/{}/simulations", hooks[0]);
     let (status, body) = api.call("POST", &path, Some(&key), Some(simulation)).await;
     assert_eq!(
@@ -559,6 +569,15 @@ async fn a_backlog_beyond_the_open_file_limit_waits_for_connection_slots() {
         failed.first()
     );
     assert_eq!(rx.count(), WEBHOOKS * EVENTS, "each sent once");
+    assert_eq!(paused_rx.count(), 0, "sent while its webhook was paused");
+    let resume = Some(json!({"active": true}));
+    assert_eq!(api.call("PATCH", &paused, Some(&key), resume).await.0, 200);
+    eventually(
+        "the paused delivery after resuming",
+        Duration::from_secs(20),
+        async || (paused_rx.count() == 1).then_some(()),
+    )
+    .await;
     rx.handle.stop(false).await;
 }
 
