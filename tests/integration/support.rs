@@ -584,21 +584,19 @@ pub fn npm_ci(dir: &std::path::Path, marker: &str) {
 /// How many TCP connections process `pid` holds open to these loopback
 /// ports (established, or closed by the peer but not yet by it).
 pub fn open_connections(pid: u32, ports: &[u16]) -> usize {
-    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-                .filter_map(|link| {
-                    let link = link.to_string_lossy().into_owned();
-                    Some(
-                        link.strip_prefix("socket:[")?
-                            .strip_suffix(']')?
-                            .to_string(),
-                    )
-                })
-                .collect()
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the process runs");
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy();
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
         })
-        .unwrap_or_default();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("the process runs");
     // Columns: sl local_address rem_address st ... uid timeout inode.
     table
         .lines()
