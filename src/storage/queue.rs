@@ -11,12 +11,20 @@ use crate::domain::delivery::QueuedDelivery;
 
 impl Store {
     pub fn queued_deliveries(&self, webhook_id: Uuid) -> Result<Vec<QueuedDelivery>> {
+        self.each_queued(webhook_id).collect()
+    }
+
+    /// A webhook's queued deliveries in event order, read as they are
+    /// taken: a long queue is never all in memory at once.
+    pub fn each_queued(
+        &self,
+        webhook_id: Uuid,
+    ) -> impl Iterator<Item = Result<QueuedDelivery>> + '_ {
         self.inner
             .queue
             .scan_prefix(webhook_id.as_bytes())
             .values()
             .map(|v| decode("delivery", &v?))
-            .collect()
     }
 
     pub fn queued_delivery(&self, webhook_id: Uuid, id: Uuid) -> Result<Option<QueuedDelivery>> {

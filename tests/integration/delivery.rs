@@ -646,3 +646,56 @@ async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
     );
     assert_eq!(store.unsettled_count(), unsettled, "yet settled");
 }
+
+/// A retry due more than a minute ahead waits in sled, with only its due
+/// time in memory (see `actors/delivery.rs`): it is still sent when due,
+/// signed and numbered as any other, and still when its webhook turns
+/// ordered meanwhile (which reads it back into memory at once).
+#[actix_web::test]
+async fn a_retry_due_minutes_ahead_is_sent_when_due() {
+    const DELAY_MS: u64 = 61_000; // past the one minute after which retries park
+    let s = TestServer::start_with(|c| {
+        c.delivery.retry_schedule_ms = vec![100, DELAY_MS];
+        c.delivery.jitter = 0.0;
+    })
+    .await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let (plain, turned) = (Receiver::start().await, Receiver::start().await);
+    let mut hooks = Vec::new();
+    for rx in [&plain, &turned] {
+        rx.fail_first(2);
+        hooks.push(s.webhook(&key, &rx.url, json!(["*"])).await);
+    }
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    eventually("two failed attempts each", WAIT, async || {
+        (plain.count() == 2 && turned.count() == 2).then_some(())
+    })
+    .await;
+    let path = format!("/v1/webhooks/{}", hooks[1]["id"].as_str().unwrap());
+    let (status, _) = s
+        .call("PATCH", &path, Some(&key), Some(json!({"ordered": true})))
+        .await;
+    assert_eq!(status, 200);
+
+    let limit = Duration::from_millis(DELAY_MS) + WAIT;
+    eventually("each third attempt", limit, async || {
+        (plain.count() == 3 && turned.count() == 3).then_some(())
+    })
+    .await;
+    for (rx, hook) in [(&plain, &hooks[0]), (&turned, &hooks[1])] {
+        let third = rx.all().pop().unwrap();
+        let secret = hook["secret"].as_str().unwrap();
+        let ts = third.header("x-webhook-timestamp").unwrap();
+        let expected = expected_signature(secret, ts, &third.body);
+        assert_eq!(third.header("x-webhook-signature"), Some(expected.as_str()));
+        let log = eventually("the delivered entry", WAIT, async || {
+            let log = log_of(&s, &key, hook["id"].as_str().unwrap()).await;
+            (log.len() == 3).then_some(log)
+        })
+        .await;
+        assert_eq!(
+            (&log[0]["outcome"], &log[0]["attempt"]),
+            (&json!("delivered"), &json!(3))
+        );
+    }
+}
