@@ -10,7 +10,8 @@
 //! - `canonical`: JSON normalised for JavaScript body fidelity.
 //! - `signing`: the signature schemes and delivery headers.
 //! - `storage`: the only module that touches sled.
-//! - `net`: SSRF address rules and the guarded outbound client.
+//! - `net`: SSRF address rules, the guarded outbound client, and the
+//!   connection budget derived from the open-file limit.
 //! - `actors`: the registry, one delivery actor per webhook, the log
 //!   writer, and the broadcaster with its feed sessions.
 //! - `http`: the API, one file per resource.

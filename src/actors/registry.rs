@@ -4,6 +4,8 @@
 //! starts, updates and stops them as webhooks are created, changed and
 //! deleted. It publishes who serves which webhook in a `Directory`, which
 //! the ingest path uses to hand new deliveries straight to their actors.
+//! Once per connection lifetime it has the delivery threads retire their
+//! expired HTTP clients (see `net::client`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
