@@ -415,8 +415,8 @@ impl DeliveryActor {
         slot: Slot,
         ctx: &mut Context<Self>,
     ) {
-        let webhook = self.webhook.clone().filter(|w| w.is_deliverable());
-        match webhook.filter(|_| self.draining.is_none()) {
+        let sendable = |w: &Rc<Webhook>| w.is_deliverable() && self.draining.is_none();
+        match self.webhook.clone().filter(sendable) {
             Some(webhook) => self.send(&webhook, d, body, slot, ctx),
             None => {
                 self.in_flight.remove(&d.id);

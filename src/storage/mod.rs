@@ -202,6 +202,16 @@ fn owners(tree: &sled::Tree) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
     })
 }
 
+/// Removes every key of `tree` that starts with `owner`; returns how many.
+fn remove_prefix(tree: &sled::Tree, owner: &[u8]) -> Result<usize> {
+    let mut removed = 0;
+    for key in tree.scan_prefix(owner).keys() {
+        tree.remove(key?)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// A queued retry of `event_id` for `webhook_id`, for tests.
 #[cfg(test)]
 fn test_delivery(webhook_id: Uuid, event_id: Uuid) -> crate::domain::delivery::QueuedDelivery {

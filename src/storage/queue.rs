@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::codec::{decode, encode};
 use super::events::v7_millis;
-use super::{owners, pair_key, Result, Store};
+use super::{owners, pair_key, remove_prefix, Result, Store};
 use crate::domain::delivery::QueuedDelivery;
 
 impl Store {
@@ -69,10 +69,7 @@ impl Store {
         for owner in owners(queue) {
             let owner = owner?;
             if !self.inner.webhooks.contains_key(&owner)? {
-                for orphan in queue.scan_prefix(&owner).keys() {
-                    queue.remove(orphan?)?;
-                    removed += 1;
-                }
+                removed += remove_prefix(queue, &owner)?;
             }
         }
         Ok(removed)

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::codec::{decode, encode};
 use super::routing::routing_changed;
-use super::{pair_key, second_id, Result, Store};
+use super::{pair_key, remove_prefix, second_id, Result, Store};
 use crate::domain::webhook::Webhook;
 
 impl Store {
@@ -110,12 +110,12 @@ impl Store {
         i.webhooks_by_owner
             .remove(pair_key(w.organisation_id, w.id))?;
         i.routing.invalidate();
-        remove_prefix(&i.queue, w.id)?;
+        remove_prefix(&i.queue, w.id.as_bytes())?;
         let (log, id) = (i.log.clone(), w.id);
         let removal = std::thread::Builder::new()
             .name("log-removal".into())
             .spawn(move || {
-                if let Err(e) = remove_prefix(&log, id) {
+                if let Err(e) = remove_prefix(&log, id.as_bytes()) {
                     ::log::error!("cannot remove the log of deleted webhook {id}: {e}");
                 }
             });
@@ -124,14 +124,6 @@ impl Store {
         }
         Ok(existed)
     }
-}
-
-/// Removes every key of `tree` that starts with `owner`.
-fn remove_prefix(tree: &sled::Tree, owner: Uuid) -> Result<()> {
-    for key in tree.scan_prefix(owner.as_bytes()).keys() {
-        tree.remove(key?)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -170,13 +170,8 @@ async fn sigterm_under_load_loses_nothing_and_exits_within_the_grace_period() {
     let server = ChildServer::start(dir.path(), &env);
     let api = server.client();
     let (org_id, key) = api.org("acme").await;
-    api.call(
-        "POST",
-        "/v1/webhooks",
-        Some(&key),
-        Some(json!({"name": "n", "url": rx.url, "events": ["*"]})),
-    )
-    .await;
+    api.webhook(&key, json!({"name": "n", "url": rx.url, "events": ["*"]}))
+        .await;
     let mut feed = FeedClient::connect(&server.base, &key).await;
 
     let mut acked = HashSet::new();
@@ -250,18 +245,9 @@ async fn an_attempt_finished_during_shutdown_is_logged_and_not_sent_again() {
     // Ordered: one attempt at a time, in event order, so a first attempt
     // sent again after the restart would arrive before a later event.
     let webhook = json!({"name": "n", "url": rx.url, "events": ["*"], "ordered": true});
-    let (status, hook) = api
-        .call("POST", "/v1/webhooks", Some(&key), Some(webhook))
-        .await;
-    assert_eq!(status, 201, "{hook}");
-    let hook = hook["id"].as_str().unwrap().to_string();
-    let ingest = async |api: &crate::support::RemoteServer| {
-        let e = desktop_event(APP, &org_id);
-        let (status, _) = api.call("POST", "/v1/events", Some(&key), Some(e)).await;
-        assert_eq!(status, 202);
-    };
+    let hook = api.webhook(&key, webhook).await;
     for _ in 0..3 {
-        ingest(&api).await;
+        api.ingest(&key, desktop_event(APP, &org_id)).await;
     }
     eventually(
         "the first attempt in flight",
@@ -276,7 +262,7 @@ async fn an_attempt_finished_during_shutdown_is_logged_and_not_sent_again() {
     rx.delay(0);
     let restarted = ChildServer::start(dir.path(), &env);
     let api = restarted.client();
-    ingest(&api).await;
+    api.ingest(&key, desktop_event(APP, &org_id)).await;
     eventually(
         "the rest, and the new event",
         Duration::from_secs(20),
@@ -312,16 +298,10 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
     let server = ChildServer::start(dir.path(), &env);
     let api = server.client();
     let (org_id, key) = api.org("acme").await;
-    let webhook = json!({"name": "n", "url": rx.url, "events": ["*"]});
-    let (status, _) = api
-        .call("POST", "/v1/webhooks", Some(&key), Some(webhook))
+    api.webhook(&key, json!({"name": "n", "url": rx.url, "events": ["*"]}))
         .await;
-    assert_eq!(status, 201);
     let event = |tracking: &str| tracked_event(APP, &org_id, tracking);
-    let (status, _) = api
-        .call("POST", "/v1/events", Some(&key), Some(event("before")))
-        .await;
-    assert_eq!(status, 202);
+    api.ingest(&key, event("before")).await;
     eventually(
         "the first attempt in flight",
         Duration::from_secs(10),
