@@ -20,6 +20,22 @@ pub enum CanonicalError {
     UnsafeInteger(String),
     #[error("number {0} is out of range for JavaScript")]
     OutOfRange(String),
+    #[error("the escape {0} is an unpaired UTF-16 surrogate, which hookrelay cannot carry as text; send well-formed Unicode (U+FFFD in its place, say)")]
+    UnpairedSurrogate(String),
+}
+
+impl CanonicalError {
+    /// The SPEC §4 error code: a syntax error is malformed input (400),
+    /// the rest well-formed but not carried faithfully (422).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CanonicalError::Syntax(_) => "invalid_json",
+            CanonicalError::UnsafeInteger(_) | CanonicalError::OutOfRange(_) => {
+                "unrepresentable_number"
+            }
+            CanonicalError::UnpairedSurrogate(_) => "unrepresentable_string",
+        }
+    }
 }
 
 /// A normalised JSON document and its bytes.
@@ -39,14 +55,44 @@ pub fn canonicalize(input: &[u8]) -> Result<Vec<u8>, CanonicalError> {
 }
 
 fn canonicalize_fully(input: &[u8]) -> Result<Vec<u8>, CanonicalError> {
-    let mut value: Value =
-        serde_json::from_slice(input).map_err(|e| CanonicalError::Syntax(e.to_string()))?;
+    let mut value: Value = serde_json::from_slice(input).map_err(|e| syntax_error(input, &e))?;
     normalise(&mut value)?;
     // About the input's length: canonical output only drops whitespace and
     // escapes, and seldom grows (`1e21` becomes `1e+21`).
     let mut bytes = Vec::with_capacity(input.len());
     serde_json::to_writer(&mut bytes, &value).expect("a Value always serialises");
     Ok(bytes)
+}
+
+/// Why `input` did not parse. JSON allows an unpaired surrogate escape
+/// (JavaScript producers that cut a string mid-emoji send one), but a Rust
+/// string cannot hold it, so serde refuses it with a message about hex
+/// escapes; name it for what it is instead.
+pub fn syntax_error(input: &[u8], e: &serde_json::Error) -> CanonicalError {
+    match unpaired_surrogate(input) {
+        Some(escape) if e.is_syntax() => CanonicalError::UnpairedSurrogate(escape),
+        _ => CanonicalError::Syntax(e.to_string()),
+    }
+}
+
+/// The first `\uXXXX` escape in `input` that is a UTF-16 surrogate
+/// without its other half. Backslashes occur only inside strings in JSON,
+/// so no string tracking is needed.
+fn unpaired_surrogate(input: &[u8]) -> Option<String> {
+    let unit_at = |at: usize| -> Option<u16> {
+        let hex = input.get(at..at + 6)?.strip_prefix(b"\\u")?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut at = 0;
+    while let Some(offset) = input.get(at..)?.iter().position(|&b| b == b'\\') {
+        at += offset;
+        match unit_at(at) {
+            Some(0xD800..=0xDBFF) if matches!(unit_at(at + 6), Some(0xDC00..=0xDFFF)) => at += 12,
+            Some(unit @ 0xD800..=0xDFFF) => return Some(format!("\\u{unit:04x}")),
+            _ => at += 2,
+        }
+    }
+    None
 }
 
 /// Normalises an already parsed value (for example a sample payload).
@@ -152,6 +198,32 @@ mod tests {
 
     fn canon(s: &str) -> String {
         String::from_utf8(canonicalize(s.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn unpaired_surrogates_are_named_and_pairs_are_kept() {
+        for (input, escape) in [
+            (r#"["\ud800"]"#, r"\ud800"),
+            (r#"["a\uDC00b"]"#, r"\udc00"),
+            (r#"["\ud83d\u0041"]"#, r"\ud83d"),
+            (r#"["ok \ud83d\ude00", "\udbff"]"#, r"\udbff"),
+        ] {
+            assert_eq!(
+                canonicalize(input.as_bytes()),
+                Err(CanonicalError::UnpairedSurrogate(escape.into())),
+                "{input}"
+            );
+        }
+        // A pair is one character; an escaped backslash starts no escape.
+        assert_eq!(canon(r#"["\ud83d\ude00"]"#), "[\"\u{1f600}\"]");
+        assert_eq!(canon(r#"["\\ud800"]"#), r#"["\\ud800"]"#);
+        // Broken JSON stays a syntax error.
+        for broken in [&br#"["\u12"]"#[..], br#"["a\"#, br#"["\"#] {
+            assert!(matches!(
+                canonicalize(broken),
+                Err(CanonicalError::Syntax(_))
+            ));
+        }
     }
 
     #[test]

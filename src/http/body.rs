@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::MANAGEMENT_BODY_LIMIT;
+use crate::canonical::{self, CanonicalError};
 use crate::error::ApiError;
 
 /// 415 unless the body is declared as JSON.
@@ -73,6 +74,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        if let err @ CanonicalError::UnpairedSurrogate(_) = canonical::syntax_error(bytes, &inner) {
+            return ApiError::unprocessable(err.code(), err.to_string());
+        }
         let code = if inner.is_data() {
             "invalid_field"
         } else {

@@ -32,7 +32,7 @@ pub struct Accepted {
 pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted, ApiError> {
     let canonical = canonicalize(raw).map_err(|e| match e {
         CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
-        other => ApiError::unprocessable("unrepresentable_number", other.to_string()),
+        other => ApiError::unprocessable(other.code(), other.to_string()),
     })?;
     let envelope =
         parse_envelope(&canonical).map_err(|e| ApiError::validation(e.field, e.message))?;

@@ -160,8 +160,7 @@ fn edited_payload(event: &str, payload: Value) -> Result<Value, ApiError> {
         .map(|c| c.value)
         .map_err(|e| match e {
             CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
-            other => ApiError::unprocessable("unrepresentable_number", other.to_string())
-                .with_field("payload"),
+            other => ApiError::unprocessable(other.code(), other.to_string()).with_field("payload"),
         })
 }
 
