@@ -127,6 +127,10 @@ pub async fn list(
     }))
 }
 
+fn delivery_not_found() -> ApiError {
+    ApiError::not_found("delivery_not_found", "Delivery not found")
+}
+
 #[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "deliveries",
     params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path, description = "A log entry's delivery_id (or id)")),
     responses((status = 202, body = RedeliverOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
@@ -137,12 +141,12 @@ pub async fn redeliver(
 ) -> Result<HttpResponse, ApiError> {
     let (webhook_id, delivery_id) = path.into_inner();
     let w = visible_webhook(&state, &caller, &webhook_id)?;
-    let id = parse_id(&delivery_id, "delivery_not_found", "delivery")?;
+    let id = parse_id(&delivery_id, delivery_not_found)?;
     let entry = state
         .store
         .find_log(w.id, id)?
         .filter(|e| !e.simulation)
-        .ok_or_else(|| ApiError::not_found("delivery_not_found", "delivery not found"))?;
+        .ok_or_else(delivery_not_found)?;
     let (_, body) = state.store.event(entry.event_id)?.ok_or_else(|| {
         ApiError::not_found("event_not_found", "the event has been purged by retention")
     })?;

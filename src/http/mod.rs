@@ -118,7 +118,8 @@ fn generic_error(status: StatusCode) -> ApiError {
     ApiError::new(status, code, message)
 }
 
-/// Parses an id from the path; anything malformed cannot exist: 404.
-pub fn parse_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(code, format!("{what} not found")))
+/// Parses an id from the path; anything malformed cannot exist, so it
+/// gets the same 404 as an id that is unknown.
+pub fn parse_id(raw: &str, not_found: fn() -> ApiError) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| not_found())
 }

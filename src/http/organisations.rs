@@ -65,7 +65,7 @@ impl From<&Organisation> for OrganisationOut {
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found("organisation_not_found", "organisation not found")
+    ApiError::not_found("organisation_not_found", "Organisation not found")
 }
 
 #[utoipa::path(post, path = "/v1/organisations", tag = "organisations", request_body = OrganisationIn,
@@ -157,7 +157,7 @@ pub async fn get(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path, "organisation_not_found", "organisation")?;
+    let id = parse_id(&path, not_found)?;
     match state.store.org(id)? {
         Some(org) if caller.can_see_org(&org) => {
             Ok(HttpResponse::Ok().json(OrganisationOut::from(&org)))

@@ -145,7 +145,7 @@ pub fn visible_webhook(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<Webhook, ApiError> {
-    let id = parse_id(raw_id, "webhook_not_found", "webhook")?;
+    let id = parse_id(raw_id, not_found)?;
     match state.store.webhook(id)? {
         Some(w) if caller.owns(w.organisation_id) => Ok(w),
         _ => Err(not_found()),

@@ -24,6 +24,20 @@ async fn organisations_cannot_touch_each_others_webhooks() {
         ("POST", format!("/v1/webhooks/{id}/secret/rotate"), None),
         ("GET", format!("/v1/webhooks/{id}/deliveries"), None),
     ];
+    // Out of scope reads exactly as unknown or malformed: nothing tells
+    // that the webhook exists.
+    let (_, unknown) = s
+        .call(
+            "GET",
+            &format!("/v1/webhooks/{}", uuid::Uuid::now_v7()),
+            Some(&a),
+            None,
+        )
+        .await;
+    let (_, malformed) = s
+        .call("GET", "/v1/webhooks/not-an-id", Some(&a), None)
+        .await;
+    assert_eq!(unknown, malformed);
     for (method, path, body) in attempts {
         let (status, resp) = s.call(method, &path, Some(&a), body).await;
         assert_eq!(
@@ -31,6 +45,7 @@ async fn organisations_cannot_touch_each_others_webhooks() {
             (404, Some("webhook_not_found")),
             "{method} {path}"
         );
+        assert_eq!(resp, unknown, "{method} {path}");
     }
     let (_, list) = s.call("GET", "/v1/webhooks", Some(&a), None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
