@@ -381,10 +381,16 @@ fn coerce(raw: &str, like: &toml::Value) -> Result<toml::Value, String> {
         }),
         V::Array(items) => {
             let element = items.first().cloned().unwrap_or(V::String(String::new()));
-            let parts = raw.split(',').map(str::trim).filter(|p| !p.is_empty());
+            if raw.is_empty() {
+                return Ok(V::Array(Vec::new())); // an empty list
+            }
+            // An empty item ("1,,2", "1,2,") is a typo, not a value to skip.
             V::Array(
-                parts
-                    .map(|p| coerce(p, &element))
+                raw.split(',')
+                    .map(|p| match p.trim() {
+                        "" => Err(format!("{raw:?} has an empty item")),
+                        p => coerce(p, &element),
+                    })
                     .collect::<Result<_, _>>()?,
             )
         }
@@ -469,6 +475,16 @@ mod tests {
         assert!(e.to_string().contains("HOOKRELAY_DELIVERY__NOPE"), "{e}");
         let e = Config::load(None, env(&[("HOOKRELAY_DELIVERY__TIMEOUT_MS", "soon")])).unwrap_err();
         assert!(e.to_string().contains("TIMEOUT_MS"), "{e}");
+        for typo in ["1,,2", "1,2,", ","] {
+            let e = Config::load(
+                None,
+                env(&[("HOOKRELAY_DELIVERY__RETRY_SCHEDULE_MS", typo)]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("empty item"), "{typo}: {e}");
+        }
+        let none = Config::load(None, env(&[("HOOKRELAY_DELIVERY__RETRY_SCHEDULE_MS", " ")]));
+        assert_eq!(none.unwrap().delivery.retry_schedule_ms, Vec::<u64>::new());
     }
 
     #[test]
