@@ -93,6 +93,22 @@ pub struct WebhookOut {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookList {
     data: Vec<WebhookOut>,
+    /// Pass as `before` for the next page; null on the last (and without
+    /// `limit`).
+    next_before: Option<Uuid>,
+}
+
+/// The largest page of the webhook list.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Webhooks per page, 1–1000; without it, the whole list.
+    limit: Option<usize>,
+    /// The `next_before` of the previous page.
+    before: Option<Uuid>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -230,15 +246,34 @@ pub async fn create(
     Ok(HttpResponse::Created().json(WebhookOut::with_secret(&webhook)))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
-    responses((status = 200, body = WebhookList), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let webhooks = match caller.org_id() {
-        Some(org) => state.store.webhooks_of(org)?,
-        None => state.store.all_webhooks()?,
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
+    responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+        return Err(ApiError::validation(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    // One more than the page, to know whether another follows.
+    let wanted = query.limit.map_or(usize::MAX, |l| l + 1);
+    let mut webhooks = state
+        .store
+        .webhooks_page(caller.org_id(), query.before, wanted)?;
+    let next_before = match query.limit {
+        Some(limit) if webhooks.len() > limit => {
+            webhooks.truncate(limit);
+            webhooks.last().map(|w| w.id)
+        }
+        _ => None,
     };
     let data: Vec<WebhookOut> = webhooks.iter().map(WebhookOut::masked).collect();
-    Ok(HttpResponse::Ok().json(WebhookList { data }))
+    Ok(HttpResponse::Ok().json(WebhookList { data, next_before }))
 }
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),

@@ -35,15 +35,45 @@ impl Store {
 
     /// The webhooks of one owner, newest first (ids are time-ordered).
     pub fn webhooks_of(&self, owner: Uuid) -> Result<Vec<Webhook>> {
-        let mut out = Vec::new();
-        for item in self
-            .inner
+        self.webhooks_page(Some(owner), None, usize::MAX)
+    }
+
+    /// Every webhook, newest first.
+    pub fn all_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.webhooks_page(None, None, usize::MAX)
+    }
+
+    /// Up to `limit` webhooks older than `before` (all if `None`), newest
+    /// first: of one owner, or of everyone.
+    pub fn webhooks_page(
+        &self,
+        owner: Option<Uuid>,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Webhook>> {
+        let i = &self.inner;
+        let before = before.unwrap_or(Uuid::max());
+        let Some(owner) = owner else {
+            return i
+                .webhooks
+                .range(..&before.as_bytes()[..])
+                .rev()
+                .take(limit)
+                .map(|item| decode("webhook", &item?.1))
+                .collect();
+        };
+        let keys = i
             .webhooks_by_owner
-            .scan_prefix(owner.as_bytes())
-            .rev()
-        {
-            let (k, _) = item?;
-            if let Some(w) = second_id(&k)
+            .range(pair_key(owner, Uuid::nil())..pair_key(owner, before))
+            .keys()
+            .rev();
+        let mut out = Vec::new();
+        for key in keys {
+            if out.len() == limit {
+                break;
+            }
+            // A delete removes the record before its index entry.
+            if let Some(w) = second_id(&key?)
                 .map(|id| self.webhook(id))
                 .transpose()?
                 .flatten()
@@ -52,16 +82,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Every webhook, newest first.
-    pub fn all_webhooks(&self) -> Result<Vec<Webhook>> {
-        self.inner
-            .webhooks
-            .iter()
-            .rev()
-            .map(|item| decode("webhook", &item?.1))
-            .collect()
     }
 
     /// Reads, changes and writes a webhook atomically; `None` if it is gone.

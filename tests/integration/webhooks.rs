@@ -424,3 +424,71 @@ async fn admin_creates_webhooks_for_a_named_organisation() {
     let (_, list) = s.call("GET", "/v1/webhooks", Some(&key), None).await;
     assert_eq!(list["data"][0]["id"], resp["id"]);
 }
+
+/// Every page of `GET /v1/webhooks?limit=N`, followed by its cursor.
+async fn all_pages(s: &TestServer, key: &str, limit: usize) -> Vec<Vec<String>> {
+    let (mut pages, mut before) = (Vec::new(), String::new());
+    for _ in 0..50 {
+        let path = format!("/v1/webhooks?limit={limit}{before}");
+        let (status, page) = s.call("GET", &path, Some(key), None).await;
+        assert_eq!(status, 200, "{page}");
+        pages.push(ids(&page));
+        match page["next_before"].as_str() {
+            Some(cursor) => before = format!("&before={cursor}"),
+            None => return pages,
+        }
+    }
+    panic!("the cursor never ended");
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn the_list_pages_newest_first_within_scope() {
+    let s = TestServer::start().await;
+    let (_, a) = s.org("a", "organisation", None).await;
+    let (_, b) = s.org("b", "organisation", None).await;
+    for key in [&a, &b, &a, &a, &b, &a, &a] {
+        s.webhook(key, "http://127.0.0.1:1/", json!(["*"])).await;
+    }
+    for (key, total) in [(a.as_str(), 5), (ADMIN_KEY, 7)] {
+        let (_, whole) = s.call("GET", "/v1/webhooks", Some(key), None).await;
+        assert_eq!(whole["next_before"], Value::Null);
+        let whole = ids(&whole);
+        assert_eq!(whole.len(), total);
+        let pages = all_pages(&s, key, 2).await;
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), total, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| n == 2 || n == total % 2), "{sizes:?}");
+        assert_eq!(pages.concat(), whole, "pages follow the list's order");
+        let exact = all_pages(&s, key, total).await;
+        assert_eq!(
+            exact,
+            vec![whole],
+            "a page that ends the list has no cursor"
+        );
+    }
+    for (query, code) in [
+        ("limit=0", "validation_failed"),
+        ("limit=1001", "validation_failed"),
+        ("limit=abc", "invalid_query"),
+        ("before=nope", "invalid_query"),
+        ("colour=red", "invalid_query"),
+    ] {
+        let (status, body) = s
+            .call("GET", &format!("/v1/webhooks?{query}"), Some(&a), None)
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{query}: {body}"
+        );
+    }
+}
