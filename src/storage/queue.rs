@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::codec::{decode, encode};
 use super::events::v7_millis;
-use super::{owners, pair_key, remove_prefix, Result, Store};
+use super::{owners, pair_key, remove_prefix, second_id, Result, Store};
 use crate::domain::delivery::QueuedDelivery;
 
 impl Store {
@@ -25,6 +25,32 @@ impl Store {
             .scan_prefix(webhook_id.as_bytes())
             .values()
             .map(|v| decode("delivery", &v?))
+    }
+
+    /// Up to `limit` of a webhook's queued deliveries after `after` (from
+    /// the first if `None`), in event order, each with its id, so that a
+    /// long queue can be read a chunk at a time. A record that cannot be
+    /// decoded is an `Err` in its place: the next chunk still starts
+    /// after it.
+    pub fn queued_after(
+        &self,
+        webhook_id: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Result<QueuedDelivery>)>> {
+        use std::ops::Bound::{Excluded, Included};
+        let start = match after {
+            Some(id) => Excluded(pair_key(webhook_id, id)),
+            None => Included(pair_key(webhook_id, Uuid::nil())),
+        };
+        let end = Included(pair_key(webhook_id, Uuid::max()));
+        let mut chunk = Vec::new();
+        for item in self.inner.queue.range((start, end)).take(limit) {
+            let (key, value) = item?;
+            let id = second_id(&key).unwrap_or_default();
+            chunk.push((id, decode("delivery", &value)));
+        }
+        Ok(chunk)
     }
 
     pub fn queued_delivery(&self, webhook_id: Uuid, id: Uuid) -> Result<Option<QueuedDelivery>> {

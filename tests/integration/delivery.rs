@@ -603,6 +603,73 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     .await;
 }
 
+/// An endpoint failing for days leaves millions of stored retries; an
+/// actor restarting reads them a chunk at a time, so the other webhooks
+/// on its delivery thread go on meanwhile.
+#[actix_web::test]
+async fn a_long_stored_queue_loads_without_holding_up_other_webhooks() {
+    use hookrelay::actors::registry::{CrashActor, QueueDepth};
+    use hookrelay::domain::delivery::QueuedDelivery;
+    const STORED: usize = 100_000;
+    // One delivery thread, so both actors share it.
+    let s = TestServer::start_with(|c| c.server.workers = 1).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let a = s.webhook(&key, "http://127.0.0.1:9/", json!(["*"])).await;
+    let a_id: uuid::Uuid = a["id"].as_str().unwrap().parse().unwrap();
+    let (status, _) = s
+        .call(
+            "PATCH",
+            &format!("/v1/webhooks/{a_id}"),
+            Some(&key),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "paused: its queue only waits");
+    let b_rx = Receiver::start().await;
+    s.webhook(&key, &b_rx.url, json!(["*"])).await;
+    let later = hookrelay::clock::now_ms() + 3_600_000;
+    for _ in 0..STORED {
+        s.app_store
+            .put_delivery(&QueuedDelivery {
+                id: uuid::Uuid::now_v7(),
+                webhook_id: a_id,
+                event_id: uuid::Uuid::now_v7(),
+                event: APP.into(),
+                attempts: 3,
+                next_attempt_at: later,
+                created_at: 0,
+                only_in_event: false,
+            })
+            .unwrap();
+    }
+    let depth = async || {
+        s.registry
+            .send(QueueDepth { webhook_id: a_id })
+            .await
+            .unwrap()
+    };
+    let crashed = s
+        .registry
+        .send(CrashActor { webhook_id: a_id })
+        .await
+        .unwrap();
+    assert!(crashed, "A restarts and reads its queue again");
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    eventually("B's delivery", WAIT, async || {
+        (b_rx.count() == 1).then_some(())
+    })
+    .await;
+    let read_so_far = depth().await.unwrap();
+    assert!(
+        read_so_far < STORED,
+        "B was served while A read its queue ({read_so_far} of {STORED} read)"
+    );
+    eventually("A's whole queue", WAIT, async || {
+        (depth().await == Some(STORED)).then_some(())
+    })
+    .await;
+}
+
 /// What an actor's mailbox does with an `Enqueue` when the actor stops
 /// before handling it (its webhook deleted, or the server stopping).
 #[actix_web::test]
