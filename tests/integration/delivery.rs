@@ -413,7 +413,7 @@ async fn a_name_resolving_to_loopback_is_blocked_at_send_time() {
 }
 
 #[actix_web::test]
-async fn deleting_a_webhook_drops_its_queue_at_once() {
+async fn deleting_a_webhook_stops_its_deliveries_at_once_and_removes_its_queue() {
     let s = TestServer::start_with(|c| c.delivery.retry_schedule_ms = vec![600_000]).await;
     let (org, key) = s.org("acme", "organisation", None).await;
     let rx = Receiver::start().await;
@@ -433,7 +433,6 @@ async fn deleting_a_webhook_drops_its_queue_at_once() {
             .0,
         204
     );
-    assert_eq!(s.app_store.queue_len(), 0);
     let depth = s
         .registry
         .send(hookrelay::actors::registry::QueueDepth {
@@ -441,7 +440,16 @@ async fn deleting_a_webhook_drops_its_queue_at_once() {
         })
         .await
         .unwrap();
-    assert_eq!(depth, None, "the webhook's actor is gone");
+    assert_eq!(
+        depth, None,
+        "the webhook's actor is gone: nothing more is sent"
+    );
+    // The stored records go in the background: a dead endpoint's queue can
+    // hold millions.
+    eventually("the stored queue removed", WAIT, async || {
+        (s.app_store.queue_len() == 0).then_some(())
+    })
+    .await;
 }
 
 #[actix_web::test]
@@ -603,11 +611,12 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     .await;
 }
 
-/// An endpoint failing for days leaves millions of stored retries; an
+/// An endpoint failing for days leaves millions of stored retries: an
 /// actor restarting reads them a chunk at a time, so the other webhooks
-/// on its delivery thread go on meanwhile.
+/// on its delivery thread go on meanwhile, and deleting the webhook
+/// removes them in the background.
 #[actix_web::test]
-async fn a_long_stored_queue_loads_without_holding_up_other_webhooks() {
+async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
     use hookrelay::actors::registry::{CrashActor, QueueDepth};
     use hookrelay::domain::delivery::QueuedDelivery;
     const STORED: usize = 100_000;
@@ -666,6 +675,19 @@ async fn a_long_stored_queue_loads_without_holding_up_other_webhooks() {
     );
     eventually("A's whole queue", WAIT, async || {
         (depth().await == Some(STORED)).then_some(())
+    })
+    .await;
+    // Deleting A answers before its stored queue is removed.
+    let (status, _) = s
+        .call("DELETE", &format!("/v1/webhooks/{a_id}"), Some(&key), None)
+        .await;
+    assert_eq!(status, 204);
+    assert!(
+        s.app_store.queue_len() > 0,
+        "the DELETE waited for its queue's removal"
+    );
+    eventually("A's stored queue removed", WAIT, async || {
+        (s.app_store.queue_len() == 0).then_some(())
     })
     .await;
 }
