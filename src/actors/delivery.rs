@@ -17,9 +17,9 @@
 //! an endpoint failing for days collects a retry for every event, and a
 //! whole record in memory costs about 300 bytes where a parked one costs
 //! about 55 (RSS, measured over 400,000 of them). For the same reason the
-//! queue is read at (re)start a chunk per turn (`LOAD_CHUNK`), so that
-//! reading millions of retries does not stop the other actors on the
-//! thread.
+//! queue is read at (re)start, and parked retries read back when the
+//! webhook turns ordered, a chunk per turn (`LOAD_CHUNK`), so that reading
+//! millions of retries does not stop the other actors on the thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -54,8 +54,9 @@ const SPILL_AFTER_MS: u64 = 10_000;
 /// delivery is the oldest, however due.)
 const PARK_AFTER_MS: u64 = 60_000;
 
-/// Queued deliveries read from sled per turn when the actor (re)starts.
-/// The thread is given back between chunks, so a long queue (an endpoint
+/// Queued deliveries read from sled per turn when the actor (re)starts,
+/// or read back when its webhook turns ordered (then as entries of
+/// `by_due`). The thread is given back between chunks, so a long queue (an endpoint
 /// failing for days collects millions of retries, read at about 3 µs
 /// each) does not hold up the other webhooks on it.
 const LOAD_CHUNK: usize = 4096;
@@ -66,6 +67,10 @@ const LOAD_CHUNK: usize = 4096;
 enum Load {
     /// The next chunk starts after this id, or at the first.
     Reading(Option<Uuid>),
+    /// The webhook turned ordered, so its parked deliveries are read back
+    /// (the oldest may be among them), `LOAD_CHUNK` entries of `by_due`
+    /// per turn: the next chunk starts after this one, or at the first.
+    Unparking(Option<(u64, Uuid)>),
     Done,
 }
 
@@ -166,10 +171,18 @@ pub struct Stop {
 #[rtype(result = "()")]
 pub struct Crash;
 
-/// How many deliveries the actor holds, queued and in flight.
+/// How many deliveries the actor holds.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Holding")]
 pub struct Depth;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct Holding {
+    /// Queued and in flight.
+    pub outstanding: usize,
+    /// Of those, how many are parked (only their due time in memory).
+    pub parked: usize,
+}
 
 impl DeliveryActor {
     pub fn new(webhook_id: Uuid, shared: Arc<DeliveryContext>) -> Self {
@@ -326,20 +339,36 @@ impl DeliveryActor {
         }
     }
 
-    /// Reads every parked delivery back into memory (the webhook became
-    /// ordered, and sends in event order from now on).
-    fn unpark_all(&mut self) {
-        let parked: Vec<(u64, Uuid)> = self
+    /// Reads back one chunk of parked deliveries (see `Load::Unparking`),
+    /// then, on the next turn, the next; pumps once none is left.
+    fn unpark_chunk(&mut self, ctx: &mut Context<Self>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Load::Unparking(after) = self.load else {
+            return;
+        };
+        let from = after.map_or(Unbounded, Excluded);
+        let chunk: Vec<(u64, Uuid)> = self
             .by_due
-            .iter()
-            .filter(|(_, id)| !self.queue.contains_key(id))
+            .range((from, Unbounded))
+            .take(LOAD_CHUNK)
             .copied()
             .collect();
-        for key in parked {
+        for &key in &chunk {
+            if self.queue.contains_key(&key.1) {
+                continue;
+            }
+            // Read back, it goes into `queue` under the same key.
             if let Some(d) = self.take(key) {
                 self.insert(d);
             }
         }
+        if chunk.len() < LOAD_CHUNK {
+            self.load = Load::Done;
+            return self.pump(ctx);
+        }
+        self.load = Load::Unparking(chunk.last().copied());
+        let next_turn = tokio::task::yield_now().into_actor(self);
+        ctx.spawn(next_turn.map(|(), act, ctx| act.guarded(ctx, Self::unpark_chunk)));
     }
 
     /// Moves a first attempt that is only in memory to the sled queue.
@@ -392,7 +421,8 @@ impl DeliveryActor {
             self.wake_at(at + SPILL_AFTER_MS, ctx);
         }
         if webhook.ordered && self.by_due.len() > self.queue.len() {
-            self.unpark_all();
+            self.load = Load::Unparking(None);
+            return self.unpark_chunk(ctx);
         }
         let limit = if webhook.ordered {
             1
@@ -819,9 +849,12 @@ impl Handler<Crash> for DeliveryActor {
 }
 
 impl Handler<Depth> for DeliveryActor {
-    type Result = usize;
+    type Result = Holding;
 
-    fn handle(&mut self, _: Depth, _: &mut Context<Self>) -> usize {
-        self.by_due.len() + self.in_flight.len()
+    fn handle(&mut self, _: Depth, _: &mut Context<Self>) -> Holding {
+        Holding {
+            outstanding: self.by_due.len() + self.in_flight.len(),
+            parked: self.by_due.len().saturating_sub(self.queue.len()),
+        }
     }
 }

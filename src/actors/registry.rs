@@ -166,9 +166,9 @@ pub struct StopAll;
 #[rtype(result = "usize")]
 pub struct ActorCount;
 
-/// How many deliveries one webhook's actor holds (queued + in flight).
+/// How many deliveries one webhook's actor holds.
 #[derive(Message)]
-#[rtype(result = "Option<usize>")]
+#[rtype(result = "Option<delivery::Holding>")]
 pub struct QueueDepth {
     /// Whose actor.
     pub webhook_id: Uuid,
@@ -282,7 +282,7 @@ impl Handler<CrashActor> for Registry {
 }
 
 impl Handler<QueueDepth> for Registry {
-    type Result = ResponseFuture<Option<usize>>;
+    type Result = ResponseFuture<Option<delivery::Holding>>;
 
     fn handle(&mut self, msg: QueueDepth, _: &mut Context<Self>) -> Self::Result {
         let addr = self.actors.get(&msg.webhook_id);

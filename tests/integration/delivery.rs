@@ -611,12 +611,14 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     .await;
 }
 
-/// An endpoint failing for days leaves millions of stored retries: an
-/// actor restarting reads them a chunk at a time, so the other webhooks
-/// on its delivery thread go on meanwhile, and deleting the webhook
-/// removes them in the background.
+/// An endpoint failing for days leaves millions of stored retries, parked
+/// (only their due time in memory). An actor restarting reads them a
+/// chunk at a time, and reads them back the same way when its webhook
+/// turns ordered, so the other webhooks on its delivery thread go on
+/// meanwhile; deleting the webhook removes them in the background.
 #[actix_web::test]
 async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
+    use hookrelay::actors::delivery::Holding;
     use hookrelay::actors::registry::{CrashActor, QueueDepth};
     use hookrelay::domain::delivery::QueuedDelivery;
     const STORED: usize = 100_000;
@@ -668,15 +670,49 @@ async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
         (b_rx.count() == 1).then_some(())
     })
     .await;
-    let read_so_far = depth().await.unwrap();
+    let read_so_far = depth().await.unwrap().outstanding;
     assert!(
         read_so_far < STORED,
         "B was served while A read its queue ({read_so_far} of {STORED} read)"
     );
-    eventually("A's whole queue", WAIT, async || {
-        (depth().await == Some(STORED)).then_some(())
+    let whole = |parked| Holding {
+        outstanding: STORED,
+        parked,
+    };
+    eventually("A's whole queue, parked", WAIT, async || {
+        (depth().await == Some(whole(STORED))).then_some(())
     })
     .await;
+
+    let resumed_in_order = json!({"active": true, "ordered": true});
+    let (status, _) = s
+        .call(
+            "PATCH",
+            &format!("/v1/webhooks/{a_id}"),
+            Some(&key),
+            Some(resumed_in_order),
+        )
+        .await;
+    assert_eq!(status, 200, "ordered: every parked retry is read back");
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    eventually("B's second delivery", WAIT, async || {
+        (b_rx.count() == 2).then_some(())
+    })
+    .await;
+    let still_parked = depth().await.unwrap().parked;
+    assert!(
+        still_parked > 0,
+        "B was served while A read its parked retries back ({still_parked} left)"
+    );
+    eventually("A's retries all read back", WAIT, async || {
+        (depth().await.unwrap().parked == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        depth().await.unwrap().outstanding,
+        STORED + 1,
+        "and the new event waits behind them, in order"
+    );
     // Deleting A answers before its stored queue is removed.
     let (status, _) = s
         .call("DELETE", &format!("/v1/webhooks/{a_id}"), Some(&key), None)
