@@ -56,9 +56,9 @@ const PARK_AFTER_MS: u64 = 60_000;
 
 /// Queued deliveries read from sled per turn when the actor (re)starts,
 /// or read back when its webhook turns ordered (then as entries of
-/// `by_due`). The thread is given back between chunks, so a long queue (an endpoint
-/// failing for days collects millions of retries, read at about 3 µs
-/// each) does not hold up the other webhooks on it.
+/// `by_due`). The thread is given back between chunks, so a long queue
+/// (an endpoint failing for days collects millions of retries, read at
+/// about 3 µs each) does not hold up the other webhooks on it.
 const LOAD_CHUNK: usize = 4096;
 
 /// How far the queue has been read from sled; nothing is sent until it
@@ -94,6 +94,7 @@ pub struct DeliveryActor {
     bodies: BodyCache,
     /// The pending wake-up for the next due delivery.
     timer: Option<(u64, SpawnHandle)>,
+    /// Whether the queue is all in memory (but for parked retries).
     load: Load,
     /// When (Unix ms) the last load of the queue from sled finished.
     loaded_until: u64,
@@ -407,7 +408,7 @@ impl DeliveryActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.report_depth();
         if self.load != Load::Done {
-            return; // `load_chunk` pumps once the queue is read
+            return; // the load, or the read-back, pumps when it is done
         }
         if self.draining.is_some() {
             return self.finish_drain();

@@ -10,21 +10,14 @@ use super::{owners, pair_key, remove_prefix, second_id, Result, Store};
 use crate::domain::delivery::QueuedDelivery;
 
 impl Store {
+    /// A webhook's queued deliveries in event order (for tests).
     pub fn queued_deliveries(&self, webhook_id: Uuid) -> Result<Vec<QueuedDelivery>> {
-        self.each_queued(webhook_id).collect()
-    }
-
-    /// A webhook's queued deliveries in event order, read as they are
-    /// taken: a long queue is never all in memory at once.
-    pub fn each_queued(
-        &self,
-        webhook_id: Uuid,
-    ) -> impl Iterator<Item = Result<QueuedDelivery>> + '_ {
         self.inner
             .queue
             .scan_prefix(webhook_id.as_bytes())
             .values()
             .map(|v| decode("delivery", &v?))
+            .collect()
     }
 
     /// Up to `limit` of a webhook's queued deliveries after `after` (from
@@ -47,7 +40,9 @@ impl Store {
         let mut chunk = Vec::new();
         for item in self.inner.queue.range((start, end)).take(limit) {
             let (key, value) = item?;
-            let id = second_id(&key).unwrap_or_default();
+            // Every key is webhook ++ id; were one not, the next chunk
+            // would start past the end rather than over again.
+            let id = second_id(&key).unwrap_or(Uuid::max());
             chunk.push((id, decode("delivery", &value)));
         }
         Ok(chunk)
