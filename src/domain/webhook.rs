@@ -136,6 +136,11 @@ impl WebhookUrl {
 /// 1–100 characters, not only white space.
 pub fn validate_name(name: &str) -> Result<String, String> {
     let trimmed = name.trim();
+    // A name is shown on dashboard cards and in logs: a NUL, a newline or
+    // an escape sequence there is a mistake or an attack, never a name.
+    if trimmed.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
     match trimmed.chars().count() {
         0 => Err("must not be empty".into()),
         n if n > 100 => Err("must be at most 100 characters".into()),

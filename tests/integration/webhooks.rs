@@ -133,6 +133,18 @@ async fn name_and_events_validation() {
             "name",
         ),
         (
+            json!({"name": "a\u{0}b", "url": "http://127.0.0.1/", "events": ["*"]}),
+            "name",
+        ),
+        (
+            json!({"name": "line\nbreak", "url": "http://127.0.0.1/", "events": ["*"]}),
+            "name",
+        ),
+        (
+            json!({"name": "\u{1b}[31mred", "url": "http://127.0.0.1/", "events": ["*"]}),
+            "name",
+        ),
+        (
             json!({"name": "ok", "url": "http://127.0.0.1/", "events": []}),
             "events",
         ),
@@ -155,7 +167,7 @@ async fn name_and_events_validation() {
             "{body} -> {resp}"
         );
     }
-    let ok = json!({"name": "x".repeat(100), "url": "http://127.0.0.1/", "events": ["desktop.app_tracking.captured"]});
+    let ok = json!({"name": "😀".repeat(100), "url": "http://127.0.0.1/", "events": ["desktop.app_tracking.captured"]});
     assert_eq!(
         s.call("POST", "/v1/webhooks", Some(&key), Some(ok)).await.0,
         201
