@@ -8,7 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::webhooks::visible_webhook;
-use super::{parse_id, AppState};
+use super::{check_limit, parse_id, AppState};
 use crate::clock::{self, now_ms};
 use crate::domain::delivery::{AttemptError, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::organisation::Caller;
@@ -109,13 +109,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let w = visible_webhook(&state, &caller, &path)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::validation(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = check_limit(query.limit.unwrap_or(DEFAULT_LIMIT), MAX_LIMIT)?;
     let page = state
         .store
         .log_page(w.id, limit, query.before, query.outcome)?;

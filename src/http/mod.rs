@@ -118,6 +118,17 @@ fn generic_error(status: StatusCode) -> ApiError {
     ApiError::new(status, code, message)
 }
 
+/// A page size within 1..=max, or a 400 naming `limit`.
+pub fn check_limit(limit: usize, max: usize) -> Result<usize, ApiError> {
+    if limit == 0 || limit > max {
+        return Err(ApiError::validation(
+            "limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    Ok(limit)
+}
+
 /// Parses an id from the path; anything malformed cannot exist, so it
 /// gets the same 404 as an id that is unknown.
 pub fn parse_id(raw: &str, not_found: fn() -> ApiError) -> Result<Uuid, ApiError> {

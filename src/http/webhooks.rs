@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::{not_null, ApiJson};
-use super::{parse_id, AppState};
+use super::{check_limit, parse_id, AppState};
 use crate::actors::registry::{WebhookDeleted, WebhookSaved};
 use crate::clock::{self, now_ms};
 use crate::config::EventTypeConfig;
@@ -254,18 +254,13 @@ pub async fn list(
     caller: Caller,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if query.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
-        return Err(ApiError::validation(
-            "limit",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = query.limit.map(|l| check_limit(l, MAX_PAGE)).transpose()?;
     // One more than the page, to know whether another follows.
-    let wanted = query.limit.map_or(usize::MAX, |l| l + 1);
+    let wanted = limit.map_or(usize::MAX, |l| l + 1);
     let mut webhooks = state
         .store
         .webhooks_page(caller.org_id(), query.before, wanted)?;
-    let next_before = match query.limit {
+    let next_before = match limit {
         Some(limit) if webhooks.len() > limit => {
             webhooks.truncate(limit);
             webhooks.last().map(|w| w.id)
