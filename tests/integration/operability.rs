@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::feed::FeedClient;
 use crate::support::{
     desktop_event, eventually, expected_signature, log_of, open_connections, tracked_event,
-    ChildServer, Receiver, TestServer, ADMIN_KEY,
+    unread_bytes, ChildServer, Receiver, TestServer, ADMIN_KEY,
 };
 
 #[actix_web::test]
@@ -321,6 +321,19 @@ async fn an_event_acknowledged_during_shutdown_is_stored_by_the_shutdown() {
     );
     conn.write_all(request.as_bytes()).await.unwrap();
     conn.write_all(head).await.unwrap();
+    // Only once a worker has read it is the request under way: a
+    // connection still in the listen backlog is reset when shutdown
+    // closes the listener.
+    let (server_port, client_port) = (
+        conn.peer_addr().unwrap().port(),
+        conn.local_addr().unwrap().port(),
+    );
+    eventually(
+        "the server to read the request so far",
+        Duration::from_secs(10),
+        async || (unread_bytes(server_port, client_port) == Some(0)).then_some(()),
+    )
+    .await;
     send_sigterm(&server);
     eventually("shutdown to begin", Duration::from_secs(10), async || {
         let log = server.log.lock().unwrap();

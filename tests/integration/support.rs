@@ -607,3 +607,20 @@ pub fn open_connections(pid: u32, ports: &[u16]) -> usize {
         .filter(|port| ports.contains(port))
         .count()
 }
+
+/// Bytes received on the loopback connection from `peer_port` to
+/// `local_port` that its owner has not read yet (`None` while there is no
+/// such connection). Whatever process holds it: a connection still in a
+/// listen backlog counts too, with everything sent to it unread.
+pub fn unread_bytes(local_port: u16, peer_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").ok()?;
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    // Columns: sl local_address rem_address st tx_queue:rx_queue ...
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() > 4)
+        .find(|cols| port(cols[1]) == Some(local_port) && port(cols[2]) == Some(peer_port))
+        .and_then(|cols| u64::from_str_radix(cols[4].split(':').nth(1)?, 16).ok())
+}
