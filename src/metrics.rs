@@ -54,6 +54,8 @@ pub struct Metrics {
     pub attempt_latency: Histogram,
     pub retries_scheduled: IntCounter,
     pub webhooks_disabled: IntCounter,
+    /// Deliveries given up unsent: their event could not be read.
+    pub deliveries_dropped: IntCounter,
     pub feed_sessions: IntGauge,
     /// Set at scrape time from the connection budget.
     pub connections_in_use: IntGauge,
@@ -120,6 +122,14 @@ impl Metrics {
                 IntCounter::new(
                     "webhooks_disabled_total",
                     "Webhooks disabled after sustained failure",
+                )
+                .expect("valid"),
+            ),
+            deliveries_dropped: register(
+                &r,
+                IntCounter::new(
+                    "deliveries_dropped_total",
+                    "Deliveries given up unsent because their event could not be read",
                 )
                 .expect("valid"),
             ),

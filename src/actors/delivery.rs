@@ -566,7 +566,9 @@ impl DeliveryActor {
             .store(depth, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Ends a delivery that can never be sent.
+    /// Ends a delivery that can never be sent. Nothing was attempted, so
+    /// the delivery log has no entry for it: the warning and a counter an
+    /// operator can alert on are all there is.
     fn give_up(&mut self, d: QueuedDelivery, why: &str) {
         log::warn!(
             "delivery {} of webhook {} dropped: {why}",
@@ -574,6 +576,7 @@ impl DeliveryActor {
             self.webhook_id
         );
         self.forget(&d);
+        self.shared.metrics.deliveries_dropped.inc();
     }
 
     /// Judges one attempt: logs it, then removes, reschedules or fails the

@@ -71,6 +71,46 @@ async fn metrics_text(base: &str, key: Option<&str>) -> String {
     String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
 }
 
+/// A queued delivery whose event cannot be read is given up unsent; with
+/// no attempt there is no log entry, so a counter tells the operator.
+#[actix_web::test]
+async fn a_delivery_whose_event_is_gone_is_dropped_and_counted() {
+    use hookrelay::actors::registry::CrashActor;
+    use hookrelay::domain::delivery::QueuedDelivery;
+    let s = TestServer::start().await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let webhook_id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
+    s.app_store
+        .put_delivery(&QueuedDelivery {
+            id: uuid::Uuid::now_v7(),
+            webhook_id,
+            event_id: uuid::Uuid::now_v7(), // never stored
+            event: "desktop.app_tracking.captured".into(),
+            attempts: 1,
+            next_attempt_at: 0,
+            created_at: 0,
+            only_in_event: false,
+        })
+        .unwrap();
+    let restarted = s.registry.send(CrashActor { webhook_id }).await.unwrap();
+    assert!(restarted, "the actor reloads its queue, with the orphan");
+    eventually(
+        "the delivery dropped",
+        Duration::from_secs(20),
+        async || {
+            let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
+            text.contains("hookrelay_deliveries_dropped_total 1")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(s.app_store.queue_len(), 0, "and removed from the queue");
+    assert_eq!(rx.count(), 0, "nothing was sent");
+    assert!(log_of(&s, &key, &webhook_id.to_string()).await.is_empty());
+}
+
 #[actix_web::test]
 async fn the_request_log_names_requests_but_never_keys_secrets_or_tickets() {
     let dir = tempfile::tempdir().unwrap();
