@@ -1,8 +1,11 @@
 //! Reading request bodies: a size limit enforced while streaming, the JSON
 //! content type, and typed JSON whose errors name the field at fault.
 
+use std::io::Read;
+
 use actix_web::dev::Payload;
-use actix_web::web::BytesMut;
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{self, BytesMut};
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
@@ -30,8 +33,84 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing it with 413 once it passes `limit`.
+/// Reads the whole body, refusing it with 413 once it passes `limit`,
+/// and decodes it if it came gzip- or deflate-compressed (as a producer
+/// may send screenshots): `limit` bounds the decoded body too.
 pub async fn read_body(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
+    let coding = content_coding(req)?;
+    let raw = read_raw(req, payload, limit).await?;
+    match coding {
+        None => Ok(raw),
+        Some(coding) if raw.len() < DECODE_INLINE => decode(coding, &raw, limit),
+        // A large body takes tens of milliseconds to inflate: off the
+        // HTTP worker, which serves other requests meanwhile.
+        Some(coding) => web::block(move || decode(coding, &raw, limit))
+            .await
+            .map_err(|_| {
+                ApiError::unavailable("service_unavailable", "cannot decode the body now")
+            })?,
+    }
+}
+
+/// Compressed bodies up to this size are decoded on the HTTP worker.
+const DECODE_INLINE: usize = 64 * 1024;
+
+#[derive(Clone, Copy)]
+enum Coding {
+    Gzip,
+    Deflate,
+}
+
+/// The body's `Content-Encoding`: `None` for none (or identity), 415 for
+/// one hookrelay does not decode.
+fn content_coding(req: &HttpRequest) -> Result<Option<Coding>, ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+    match value.as_str() {
+        "" | "identity" => Ok(None),
+        "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
+        "deflate" => Ok(Some(Coding::Deflate)),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+            format!("content-encoding {other:?} is not supported: send the body as gzip or deflate, or uncompressed"),
+        )),
+    }
+}
+
+/// Inflates `raw`, reading at most one byte past `limit`, so a small
+/// body that inflates hugely (a zip bomb) costs no more than `limit`.
+fn decode(coding: Coding, raw: &[u8], limit: usize) -> Result<BytesMut, ApiError> {
+    let bounded = (limit as u64).saturating_add(1);
+    let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
+    let read = match coding {
+        Coding::Gzip => flate2::read::MultiGzDecoder::new(raw)
+            .take(bounded)
+            .read_to_end(&mut out),
+        Coding::Deflate => flate2::read::ZlibDecoder::new(raw)
+            .take(bounded)
+            .read_to_end(&mut out),
+    };
+    read.map_err(|e| {
+        ApiError::bad_request(
+            "body_unreadable",
+            format!("cannot decode the compressed body: {e}"),
+        )
+    })?;
+    if out.len() > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(BytesMut::from(web::Bytes::from(out)))
+}
+
+/// The body as sent, refused with 413 once it passes `limit`.
+async fn read_raw(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,

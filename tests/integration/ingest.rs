@@ -1,9 +1,11 @@
 //! Bad ingest inputs: each refused with its status, nothing stored, nothing
-//! sent.
+//! sent; and compressed ones, decoded.
 
-use serde_json::json;
+use std::time::Duration;
 
-use crate::support::{desktop_event, Receiver, TestServer, ADMIN_KEY};
+use serde_json::{json, Value};
+
+use crate::support::{desktop_event, eventually, Receiver, TestServer, ADMIN_KEY};
 
 #[actix_web::test]
 async fn bad_events_are_refused_and_store_nothing() {
@@ -72,4 +74,102 @@ async fn bad_events_are_refused_and_store_nothing() {
         )
         .await;
     assert_eq!(got, 202);
+}
+
+/// POSTs an event body sent with `Content-Encoding: encoding`.
+async fn ingest_encoded(s: &TestServer, key: &str, encoding: &str, body: Vec<u8>) -> (u16, Value) {
+    let mut resp = awc::Client::default()
+        .post(format!("{}/v1/events", s.base))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("content-encoding", encoding))
+        .send_body(body)
+        .await
+        .expect("request sent");
+    let answer = resp.json::<Value>().await.expect("a JSON answer");
+    (resp.status().as_u16(), answer)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn deflate(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Producers may compress what they send (screenshots are mostly base64);
+/// the limit holds for the decoded body, so a small body that inflates
+/// hugely is refused like a large one.
+#[actix_web::test]
+async fn compressed_events_are_decoded_within_the_body_limit() {
+    let s = TestServer::start_with(|c| c.server.max_body_bytes = 1024 * 1024).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    s.webhook(&key, &rx.url, json!(["*"])).await;
+    let app = "desktop.app_tracking.captured";
+    let plain = serde_json::to_vec(&desktop_event(app, &org)).unwrap();
+    // A screenshot-like event whose compressed form is too large to be
+    // inflated on the HTTP worker (it goes to the blocking pool).
+    let mut screenshot = desktop_event(app, &org);
+    let noise: String = (0..6000)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    screenshot["data"][0]["image"] = json!(noise);
+    let screenshot = serde_json::to_vec(&screenshot).unwrap();
+    let sent = [
+        ("gzip", gzip(&plain), &plain),
+        ("deflate", deflate(&plain), &plain),
+        ("gzip", gzip(&screenshot), &screenshot),
+    ];
+    assert!(sent[2].1.len() > 64 * 1024, "{} bytes", sent[2].1.len());
+    for (encoding, body, _) in &sent {
+        let (status, answer) = ingest_encoded(&s, &key, encoding, body.clone()).await;
+        assert_eq!(status, 202, "{encoding}: {answer}");
+    }
+    eventually("all three delivered", Duration::from_secs(20), async || {
+        (rx.count() == 3).then_some(())
+    })
+    .await;
+    let mut delivered: Vec<Vec<u8>> = rx.all().into_iter().map(|r| r.body).collect();
+    let mut expected: Vec<Vec<u8>> = sent.iter().map(|(_, _, p)| p.to_vec()).collect();
+    delivered.sort();
+    expected.sort();
+    assert!(
+        delivered == expected,
+        "each sent decoded, as the producer wrote it"
+    );
+
+    let mut bomb = desktop_event(app, &org);
+    bomb["data"][0]["blob"] = json!(" ".repeat(2 * 1024 * 1024));
+    let bomb = gzip(&serde_json::to_vec(&bomb).unwrap());
+    assert!(
+        bomb.len() < 16 * 1024,
+        "small as sent: {} bytes",
+        bomb.len()
+    );
+    let cases = [
+        ("gzip", bomb, 413, "payload_too_large"),
+        ("gzip", b"not gzip at all".to_vec(), 400, "body_unreadable"),
+        ("br", plain.clone(), 415, "unsupported_content_encoding"),
+    ];
+    for (encoding, body, status, code) in cases {
+        let (got, answer) = ingest_encoded(&s, &key, encoding, body).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        s.app_store.recent_events(10).unwrap().len(),
+        3,
+        "only the three good ones stored"
+    );
 }
