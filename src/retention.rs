@@ -1,5 +1,6 @@
 //! The background sweep that purges events and delivery log entries older
-//! than `retention.days`, at start-up and every hour.
+//! than `retention.days`, and idempotency keys older than a day, at
+//! start-up and every hour.
 
 use std::time::Duration;
 
@@ -60,7 +61,10 @@ impl Retention {
 }
 
 /// (events, log batches) deleted from before `cutoff` (Unix ms).
+/// Also forgets idempotency keys past their 24 hours, whatever `cutoff`.
 fn purge(store: &Store, cutoff: u64) -> storage::Result<(usize, usize)> {
+    let keys_until = now_ms().saturating_sub(storage::idempotency::KEEP_MS);
+    store.forget_idempotency_keys_before(keys_until)?;
     Ok((
         store.purge_events_before(cutoff)?,
         store.purge_log_before(cutoff)?,

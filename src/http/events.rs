@@ -1,6 +1,8 @@
 //! `POST /v1/events`: validate, normalise (SPEC §5 body fidelity), route to
 //! every subscribed webhook (SPEC §1), make the event and its deliveries
-//! durable, then acknowledge with 202 and hand them to the actors.
+//! durable, then acknowledge with 202 and hand them to the actors. With an
+//! `Idempotency-Key`, a repeat within 24 hours gets the first answer (see
+//! `storage/idempotency.rs`).
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,6 +17,7 @@ use crate::domain::delivery::QueuedDelivery;
 use crate::domain::event::{parse_envelope, Envelope};
 use crate::domain::organisation::{Caller, Organisation};
 use crate::error::{ApiError, ErrorBody};
+use crate::storage::idempotency::{body_hash, Remembered};
 use crate::storage::StoredEvent;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -86,6 +89,50 @@ fn publish(state: &AppState, event: &StoredEvent, accepted: &Accepted) -> Result
     Ok(())
 }
 
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`, if any: 1–255 visible ASCII
+/// characters, or 400.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("");
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !visible {
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// The answer a key's first request got, once what it stored is on disk
+/// (that request may still be waiting for its flush); 422 if the key comes
+/// back with another event.
+async fn replay(
+    state: &AppState,
+    prior: Remembered,
+    hash: &[u8; 32],
+) -> Result<HttpResponse, ApiError> {
+    if prior.body_hash != *hash {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different event in the last 24 hours",
+        )
+        .with_field("Idempotency-Key"));
+    }
+    state.store.flush().await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("idempotent-replayed", "true"))
+        .json(IngestOut {
+            id: prior.event_id,
+            deliveries: prior.deliveries,
+        }))
+}
+
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct IngestOut {
     /// The stored event's id.
@@ -97,6 +144,8 @@ pub struct IngestOut {
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = Object, content_type = "application/json",
         description = "The seed envelope: {event, version, agent, timestamp, data}"),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1–255 visible ASCII characters; a repeat within 24 hours gets the first answer (with `idempotent-replayed: true`), another event under it 422")),
     responses((status = 202, body = IngestOut, description = "Stored durably with its deliveries"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -115,8 +164,15 @@ pub async fn ingest(
     .await?;
     let accepted = accept(&state, &caller, &raw)?;
     let env = &accepted.envelope;
-    let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
+    let org_id = accepted.organisation.id;
     let now = now_ms();
+    let idempotency = idempotency_key(&req)?.map(|key| (key, body_hash(&accepted.body)));
+    if let Some((key, hash)) = &idempotency {
+        if let Some(prior) = state.store.remembered(org_id, key, now)? {
+            return replay(&state, prior, hash).await;
+        }
+    }
+    let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
     let event = StoredEvent {
         id: state.store.open_event(subscribers.len()),
         event: env.event.clone(),
@@ -142,8 +198,22 @@ pub async fn ingest(
     state
         .store
         .insert_event(&event, &accepted.body, &deliveries)?;
-    state.store.flush().await?;
     let count = deliveries.len();
+    if let Some((key, hash)) = &idempotency {
+        let ours = Remembered {
+            event_id: event.id,
+            deliveries: count,
+            body_hash: *hash,
+            at_ms: now,
+        };
+        // A concurrent request with the same key claimed it first: take
+        // this event back (nothing has seen it yet) and answer with that.
+        if let Some(prior) = state.store.remember(org_id, key, &ours, now)? {
+            state.store.discard_event(&event, &deliveries)?;
+            return replay(&state, prior, hash).await;
+        }
+    }
+    state.store.flush().await?;
     if count > 0 {
         state.directory.deliver(deliveries, accepted.body.clone());
     }

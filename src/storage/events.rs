@@ -113,6 +113,15 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back an event written but neither flushed nor handed to its
+    /// actors (its idempotency key had been claimed meanwhile): removes it
+    /// and settles its deliveries, which nothing will send.
+    pub fn discard_event(&self, e: &StoredEvent, deliveries: &[QueuedDelivery]) -> Result<()> {
+        deliveries.iter().for_each(|d| self.settle(d.event_id));
+        self.inner.events.remove(e.id.as_bytes())?;
+        Ok(())
+    }
+
     /// A first attempt of `event_id` was judged or moved to the queue.
     pub fn settle(&self, event_id: Uuid) {
         self.inner.unsettled.settle(event_id);

@@ -18,6 +18,8 @@
 //!   see `unsettled.rs`), in event order.
 //! - `log`: webhook id ++ id of the batch's first entry → a batch of
 //!   `LogEntry`s in id order (see `log.rs`).
+//! - `idempotency`: org id ++ sha256(idempotency key) → the event it
+//!   stored (see `idempotency.rs`).
 //!
 //! NB: nothing written here is durable until `flush` returns; callers that
 //! acknowledge a write to a client must await it.
@@ -25,6 +27,7 @@
 mod codec;
 mod events;
 mod flusher;
+pub mod idempotency;
 mod log;
 mod orgs;
 mod queue;
@@ -80,6 +83,7 @@ struct Inner {
     events: sled::Tree,
     queue: sled::Tree,
     log: sled::Tree,
+    idempotency: sled::Tree,
     /// Held while a batch of log entries gets its ids (see `log.rs`).
     log_ids: std::sync::Mutex<()>,
     unsettled: Arc<unsettled::Unsettled>,
@@ -123,6 +127,7 @@ impl Store {
             events: tree("events")?,
             queue: tree("queue")?,
             log: tree("log")?,
+            idempotency: tree("idempotency")?,
             log_ids: Default::default(),
             unsettled,
             routing: Default::default(),

@@ -173,3 +173,90 @@ async fn compressed_events_are_decoded_within_the_body_limit() {
         "only the three good ones stored"
     );
 }
+
+/// POSTs an event with an `Idempotency-Key`: (status, replayed?, answer).
+async fn ingest_once(
+    base: &str,
+    key: &str,
+    idempotency: &str,
+    event: &Value,
+) -> (u16, bool, Value) {
+    let mut resp = awc::Client::default()
+        .post(format!("{base}/v1/events"))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .insert_header(("idempotency-key", idempotency))
+        .send_json(event)
+        .await
+        .expect("request sent");
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    let answer = resp.json::<Value>().await.expect("a JSON answer");
+    (resp.status().as_u16(), replayed, answer)
+}
+
+/// A producer that retries after a lost answer sends the same key: it gets
+/// the first answer, and receivers get one delivery, not two with
+/// different ids they could not tell apart.
+#[actix_web::test]
+async fn an_idempotency_key_stores_an_event_once() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let (other_org, other_key) = s.org("other", "organisation", None).await;
+    let rx = Receiver::start().await;
+    s.webhook(&key, &rx.url, json!(["*"])).await;
+    let app = "desktop.app_tracking.captured";
+    let event = desktop_event(app, &org);
+
+    let (status, replayed, first) = ingest_once(&s.base, &key, "retry-1", &event).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    let (status, replayed, again) = ingest_once(&s.base, &key, "retry-1", &event).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again, first, "the first answer, same event id");
+
+    // Concurrent retries of one key: one event, one answer.
+    let racing = futures_util::future::join_all(
+        (0..8).map(|_| ingest_once(&s.base, &key, "racing", &event)),
+    )
+    .await;
+    let ids: std::collections::HashSet<String> = racing
+        .iter()
+        .map(|(status, _, answer)| {
+            assert_eq!(*status, 202, "{answer}");
+            answer["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{racing:?}");
+
+    // Another event under a used key is refused; another organisation's
+    // keys are its own.
+    let mut changed = event.clone();
+    changed["timestamp"] = json!(1);
+    let (status, _, refused) = ingest_once(&s.base, &key, "retry-1", &changed).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let theirs = desktop_event(app, &other_org);
+    let (status, replayed, _) = ingest_once(&s.base, &other_key, "retry-1", &theirs).await;
+    assert_eq!((status, replayed), (202, false));
+
+    for bad in ["", &"k".repeat(256), "has space", "naïve"] {
+        let (status, _, answer) = ingest_once(&s.base, &key, bad, &event).await;
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (400, Some("Idempotency-Key")),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        s.app_store.recent_events(10).unwrap().len(),
+        3,
+        "retry-1 and racing for acme, retry-1 for the other"
+    );
+    eventually(
+        "acme's two events delivered",
+        Duration::from_secs(20),
+        async || (rx.delivery_ids().len() == 2).then_some(()),
+    )
+    .await;
+    assert_eq!(rx.count(), 2, "each once");
+}
