@@ -206,10 +206,14 @@ pub async fn ingest(
             body_hash: *hash,
             at_ms: now,
         };
-        // A concurrent request with the same key claimed it first: take
-        // this event back (nothing has seen it yet) and answer with that.
-        if let Some(prior) = state.store.remember(org_id, key, &ours, now)? {
+        // If a concurrent request with the same key claimed it first (or
+        // the claim cannot be written), take this event back: nothing has
+        // seen it yet.
+        let claimed = state.store.remember(org_id, key, &ours, now);
+        if !matches!(claimed, Ok(None)) {
             state.store.discard_event(&event, &deliveries)?;
+        }
+        if let Some(prior) = claimed? {
             return replay(&state, prior, hash).await;
         }
     }
