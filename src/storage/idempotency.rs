@@ -45,13 +45,18 @@ impl Store {
     /// What `key` stored for `org`, if it is unexpired and its event is
     /// still there.
     pub fn remembered(&self, org: Uuid, key: &str, now: u64) -> Result<Option<Remembered>> {
-        let Some(value) = self.inner.idempotency.get(tree_key(org, key))? else {
-            return Ok(None);
-        };
-        self.live(decode("idempotency key", &value)?, now)
+        match self.inner.idempotency.get(tree_key(org, key))? {
+            Some(value) => self.live(&value, now),
+            None => Ok(None),
+        }
     }
 
-    fn live(&self, r: Remembered, now: u64) -> Result<Option<Remembered>> {
+    /// The claim stored as `value`, if it still counts. One that cannot be
+    /// decoded does not: it must not lock its key for good.
+    fn live(&self, value: &[u8], now: u64) -> Result<Option<Remembered>> {
+        let Ok(r) = decode::<Remembered>("idempotency key", value) else {
+            return Ok(None);
+        };
         let fresh = now.saturating_sub(r.at_ms) < KEEP_MS;
         let stored = fresh && self.inner.events.contains_key(r.event_id.as_bytes())?;
         Ok(stored.then_some(r))
@@ -70,7 +75,7 @@ impl Store {
         loop {
             let current = tree.get(k)?;
             if let Some(value) = &current {
-                if let Some(other) = self.live(decode("idempotency key", value)?, now)? {
+                if let Some(other) = self.live(value, now)? {
                     return Ok(Some(other));
                 }
             }
@@ -202,6 +207,23 @@ mod tests {
                 .unwrap(),
             None,
             "claimed anew"
+        );
+        let corrupt = tree_key(org, "corrupt");
+        store
+            .inner
+            .idempotency
+            .insert(corrupt, &b"\xffjunk"[..])
+            .unwrap();
+        assert_eq!(
+            store.remembered(org, "corrupt", now).unwrap(),
+            None,
+            "unreadable"
+        );
+        assert_eq!(
+            store
+                .remember(org, "corrupt", &claim(&again, now), now)
+                .unwrap(),
+            None
         );
         assert_eq!(
             store.forget_idempotency_keys_before(now - KEEP_MS).unwrap(),
