@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::canonical::CanonicalError;
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone)]
@@ -118,6 +119,17 @@ impl ResponseError for ApiError {
         HttpResponse::build(self.status)
             .content_type("application/json")
             .body(self.body_json())
+    }
+}
+
+/// A body that is not JSON is malformed (400); one that JavaScript cannot
+/// carry faithfully is well-formed but unacceptable (422, SPEC §5).
+impl From<CanonicalError> for ApiError {
+    fn from(e: CanonicalError) -> Self {
+        match e {
+            CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
+            other => ApiError::unprocessable(other.code(), other.to_string()),
+        }
     }
 }
 

@@ -154,7 +154,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if let err @ CanonicalError::UnpairedSurrogate(_) = canonical::syntax_error(bytes, &inner) {
-            return ApiError::unprocessable(err.code(), err.to_string());
+            return err.into();
         }
         let code = if inner.is_data() {
             "invalid_field"

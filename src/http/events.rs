@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::body::read_json_body;
 use super::AppState;
 use crate::actors::broadcaster::{FeedEvent, Publish};
-use crate::canonical::{canonicalize, CanonicalError};
+use crate::canonical::canonicalize;
 use crate::clock::now_ms;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::event::{parse_envelope, Envelope};
@@ -33,10 +33,7 @@ pub struct Accepted {
 
 /// Everything short of storing: body fidelity, envelope, catalog, scope.
 pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted, ApiError> {
-    let canonical = canonicalize(raw).map_err(|e| match e {
-        CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
-        other => ApiError::unprocessable(other.code(), other.to_string()),
-    })?;
+    let canonical = canonicalize(raw)?;
     let envelope =
         parse_envelope(&canonical).map_err(|e| ApiError::validation(e.field, e.message))?;
     if !state.catalog.contains(&envelope.event) {

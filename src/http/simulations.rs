@@ -17,7 +17,7 @@ use super::body::{parse_json, read_json_body};
 use super::deliveries::headers_object;
 use super::webhooks::visible_webhook;
 use super::AppState;
-use crate::canonical::{canonicalize_value, CanonicalError};
+use crate::canonical::canonicalize_value;
 use crate::clock::now_ms;
 use crate::domain::delivery::{LogEntry, Outcome};
 use crate::domain::organisation::Caller;
@@ -156,12 +156,10 @@ fn edited_payload(event: &str, payload: Value) -> Result<Value, ApiError> {
     {
         return Err(invalid("payload.event must match the simulated event"));
     }
+    // An already parsed value only fails on what JavaScript cannot carry.
     canonicalize_value(payload)
         .map(|c| c.value)
-        .map_err(|e| match e {
-            CanonicalError::Syntax(m) => ApiError::bad_request("invalid_json", m),
-            other => ApiError::unprocessable(other.code(), other.to_string()).with_field("payload"),
-        })
+        .map_err(|e| ApiError::from(e).with_field("payload"))
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/{id}/simulations", tag = "simulations", params(("id" = Uuid, Path)),

@@ -76,18 +76,31 @@ async fn bad_events_are_refused_and_store_nothing() {
     assert_eq!(got, 202);
 }
 
-/// POSTs an event body sent with `Content-Encoding: encoding`.
-async fn ingest_encoded(s: &TestServer, key: &str, encoding: &str, body: Vec<u8>) -> (u16, Value) {
+/// POSTs an event body with one extra header: (status, whether the answer
+/// is marked replayed, answer).
+async fn ingest_with(
+    base: &str,
+    key: &str,
+    header: (&str, &str),
+    body: Vec<u8>,
+) -> (u16, bool, Value) {
     let mut resp = awc::Client::default()
-        .post(format!("{}/v1/events", s.base))
+        .post(format!("{base}/v1/events"))
         .insert_header(("authorization", format!("Bearer {key}")))
         .insert_header(("content-type", "application/json"))
-        .insert_header(("content-encoding", encoding))
+        .insert_header(header)
         .send_body(body)
         .await
         .expect("request sent");
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
     let answer = resp.json::<Value>().await.expect("a JSON answer");
-    (resp.status().as_u16(), answer)
+    (resp.status().as_u16(), replayed, answer)
+}
+
+/// POSTs an event body sent with `Content-Encoding: encoding`.
+async fn ingest_encoded(s: &TestServer, key: &str, encoding: &str, body: Vec<u8>) -> (u16, Value) {
+    let (status, _, answer) = ingest_with(&s.base, key, ("content-encoding", encoding), body).await;
+    (status, answer)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -181,16 +194,8 @@ async fn ingest_once(
     idempotency: &str,
     event: &Value,
 ) -> (u16, bool, Value) {
-    let mut resp = awc::Client::default()
-        .post(format!("{base}/v1/events"))
-        .insert_header(("authorization", format!("Bearer {key}")))
-        .insert_header(("idempotency-key", idempotency))
-        .send_json(event)
-        .await
-        .expect("request sent");
-    let replayed = resp.headers().get("idempotent-replayed").is_some();
-    let answer = resp.json::<Value>().await.expect("a JSON answer");
-    (resp.status().as_u16(), replayed, answer)
+    let body = serde_json::to_vec(event).unwrap();
+    ingest_with(base, key, ("idempotency-key", idempotency), body).await
 }
 
 /// A producer that retries after a lost answer sends the same key: it gets
