@@ -12,14 +12,17 @@
 //! written (by the log writer, see `log_buffer.rs`). So a crash or a
 //! restart of this actor re-sends whatever was in flight: at least once.
 //!
-//! A stored retry not due for a while (`PARK_AFTER_MS`) is held in memory
-//! only as its due time and id, and read back from sled when it is due:
-//! an endpoint failing for days collects a retry for every event, and a
-//! whole record in memory costs about 300 bytes where a parked one costs
-//! about 55 (RSS, measured over 400,000 of them). For the same reason the
-//! queue is read at (re)start, and parked retries read back when the
-//! webhook turns ordered, a chunk per turn (`LOAD_CHUNK`), so that reading
-//! millions of retries does not stop the other actors on the thread.
+//! A backlog stays in sled, not in memory: the actor holds at most
+//! `WINDOW` deliveries that are not parked, the oldest, and reads more, in
+//! event order, as those drain; a webhook that cannot be delivered to
+//! (paused or disabled, perhaps for weeks) holds none. A stored retry not
+//! due for a while (`PARK_AFTER_MS`) is held only as its due time and id,
+//! and read back from sled when it is due: an endpoint failing for days
+//! collects a retry for every event, and a whole record in memory costs
+//! about 300 bytes where a parked one costs about 55 (RSS, measured over
+//! 400,000 of them). The queue is read and counted a chunk per turn
+//! (`LOAD_CHUNK`), so that millions of stored deliveries do not stop the
+//! other actors on the thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,7 +37,7 @@ use uuid::Uuid;
 
 use super::body_cache::BodyCache;
 use super::log_buffer::LogBuffer;
-use super::log_writer::WriteLog;
+use super::log_writer::{WriteLog, Written};
 use super::DeliveryContext;
 use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
@@ -54,26 +57,42 @@ const SPILL_AFTER_MS: u64 = 10_000;
 /// delivery is the oldest, however due.)
 const PARK_AFTER_MS: u64 = 60_000;
 
-/// Queued deliveries read from sled per turn when the actor (re)starts,
-/// or read back when its webhook turns ordered (then as entries of
-/// `by_due`). The thread is given back between chunks, so a long queue
-/// (an endpoint failing for days collects millions of retries, read at
-/// about 3 µs each) does not hold up the other webhooks on it: a chunk
-/// takes about 3 ms, and a delivery of another webhook waits for one at
-/// each of its few steps.
+/// Queued deliveries read (or counted) from sled per turn. The thread is
+/// given back between chunks, so a long queue (an endpoint failing for
+/// days collects millions of retries, read at about 3 µs each) does not
+/// hold up the other webhooks on it: a chunk takes about 3 ms, and a
+/// delivery of another webhook waits for one at each of its few steps.
 const LOAD_CHUNK: usize = 1024;
 
-/// How far the queue has been read from sled; nothing is sent until it
-/// is `Done`.
+/// At most this many deliveries that are not parked are held in memory
+/// (about 300 bytes each); more are read from sled once fewer than half
+/// are left. Enough that a burst fanned out to every webhook stays in
+/// memory; bounds a backlog: an ordered webhook behind a failing endpoint,
+/// or an endpoint slower than its events.
+pub const WINDOW: usize = 4096;
+
+/// How far a read of the stored queue has got. While it is not `Done`
+/// the actor handles no message and sends nothing (see `read_on`).
 #[derive(Clone, Copy, PartialEq)]
 enum Load {
-    /// The next chunk starts after this id, or at the first.
+    /// Reading into memory, while there is room; the next chunk starts
+    /// after this id, or at the first.
     Reading(Option<Uuid>),
-    /// The webhook turned ordered, so its parked deliveries are read back
-    /// (the oldest may be among them), `LOAD_CHUNK` entries of `by_due`
-    /// per turn: the next chunk starts after this one, or at the first.
-    Unparking(Option<(u64, Uuid)>),
+    /// Counting what stays in sled alone, after a (re)start; the next
+    /// chunk starts after this id, or at the first.
+    Counting(Option<Uuid>),
     Done,
+}
+
+/// Which of the stored queue the actor holds in memory.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Reach {
+    /// All of it (parked retries as their due time).
+    All,
+    /// The deliveries up to this id (none if `None`), but for those in
+    /// flight. Those after it are in sled alone (`beyond` of them) and
+    /// have not been in memory since it was last read from its start.
+    UpTo(Option<Uuid>),
 }
 
 /// How long a judged attempt may wait for more to share its log write.
@@ -96,9 +115,17 @@ pub struct DeliveryActor {
     bodies: BodyCache,
     /// The pending wake-up for the next due delivery.
     timer: Option<(u64, SpawnHandle)>,
-    /// Whether the queue is all in memory (but for parked retries).
     load: Load,
-    /// When (Unix ms) the last load of the queue from sled finished.
+    reach: Reach,
+    /// How many stored deliveries are beyond the reach, in sled alone
+    /// (for the reported depth only: what is read never depends on it).
+    beyond: usize,
+    /// Whether `beyond` has been counted since the actor (re)started.
+    counted: bool,
+    /// The latest delivery held since the actor (re)started.
+    max_held: Option<Uuid>,
+    /// When (Unix ms) the stored queue was last read or counted to its
+    /// end: a stored delivery made before then was seen.
     loaded_until: u64,
     /// Set at shutdown: send nothing new, answer these once idle.
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
@@ -185,6 +212,8 @@ pub struct Holding {
     pub outstanding: usize,
     /// Of those, how many are parked (only their due time in memory).
     pub parked: usize,
+    /// And how many are in sled alone, not yet read.
+    pub stored_only: usize,
 }
 
 impl DeliveryActor {
@@ -201,6 +230,10 @@ impl DeliveryActor {
             bodies: BodyCache::default(),
             timer: None,
             load: Load::Reading(None),
+            reach: Reach::UpTo(None),
+            beyond: 0,
+            counted: false,
+            max_held: None,
             loaded_until: 0,
             draining: None,
             log: LogBuffer::default(),
@@ -221,10 +254,9 @@ impl DeliveryActor {
         }
     }
 
-    /// Reads the webhook and then, a chunk per turn, its queue; sends once
-    /// the queue is read. Messages are handled between chunks: an
-    /// `Enqueue` of a stored delivery the load has yet to reach is inserted
-    /// twice, the same record both times.
+    /// Reads the webhook and then its stored queue: into memory while
+    /// there is room (if the webhook can be delivered to), then counts
+    /// the rest; sends once that is done.
     fn load(&mut self, ctx: &mut Context<Self>) {
         self.webhook = match self.shared.store.webhook(self.webhook_id) {
             Ok(w) => w.map(Rc::new),
@@ -233,14 +265,36 @@ impl DeliveryActor {
                 None
             }
         };
-        self.load = Load::Reading(None);
-        self.load_chunk(ctx);
+        (self.reach, self.beyond, self.counted) = (Reach::UpTo(None), 0, false);
+        self.max_held = None;
+        self.load = match self.deliverable() {
+            true => Load::Reading(None),
+            false => Load::Counting(None),
+        };
+        self.read_on(ctx);
     }
 
-    fn load_chunk(&mut self, ctx: &mut Context<Self>) {
-        let Load::Reading(after) = self.load else {
-            return;
+    /// Reads or counts one chunk, then goes on at the next turn, with
+    /// `ctx.wait`: no message is handled and no attempt judged until the
+    /// read is done, so nothing held or sent changes under it. Pumps once
+    /// it is done.
+    fn read_on(&mut self, ctx: &mut Context<Self>) {
+        let more = match self.load {
+            Load::Reading(after) => self.read_chunk(after),
+            Load::Counting(after) => self.count_chunk(after),
+            Load::Done => false,
         };
+        if !more {
+            return self.pump(ctx);
+        }
+        self.report_depth();
+        let next_turn = tokio::task::yield_now().into_actor(self);
+        ctx.wait(next_turn.map(|(), act, ctx| act.guarded(ctx, Self::read_on)));
+    }
+
+    /// Holds stored deliveries after `after` while there is room; true if
+    /// there is more to read or count.
+    fn read_chunk(&mut self, after: Option<Uuid>) -> bool {
         let store = self.shared.store.clone();
         let chunk = store
             .queued_after(self.webhook_id, after, LOAD_CHUNK)
@@ -248,9 +302,17 @@ impl DeliveryActor {
                 log::error!("webhook {}: cannot load its queue: {e}", self.webhook_id);
                 Vec::new()
             });
-        let more = chunk.len() == LOAD_CHUNK;
+        let to_the_end = chunk.len() < LOAD_CHUNK;
         for (id, d) in chunk {
-            self.load = Load::Reading(Some(id));
+            if self.queue.len() >= WINDOW {
+                return self.stop_reading();
+            }
+            self.reach = Reach::UpTo(Some(id));
+            // Being sent, or sent and waiting for its log entry.
+            if self.in_flight.contains_key(&id) || self.log.holds(id) {
+                continue;
+            }
+            self.beyond = self.beyond.saturating_sub(1);
             match d {
                 Ok(d) => self.insert(d),
                 Err(e) => log::error!(
@@ -259,14 +321,113 @@ impl DeliveryActor {
                 ),
             }
         }
-        if !more {
-            self.load = Load::Done;
-            self.loaded_until = now_ms();
-            return self.pump(ctx);
+        if !to_the_end {
+            self.load = Load::Reading(self.reach_end());
+            return true;
         }
-        self.report_depth();
-        let next_turn = tokio::task::yield_now().into_actor(self);
-        ctx.spawn(next_turn.map(|(), act, ctx| act.guarded(ctx, Self::load_chunk)));
+        (self.reach, self.beyond, self.counted) = (Reach::All, 0, true);
+        self.loaded_until = now_ms();
+        self.load = Load::Done;
+        false
+    }
+
+    /// Out of room: counts what is left, if that is not known yet.
+    fn stop_reading(&mut self) -> bool {
+        self.load = match self.counted {
+            true => Load::Done,
+            false => Load::Counting(self.reach_end()),
+        };
+        self.load != Load::Done
+    }
+
+    fn count_chunk(&mut self, after: Option<Uuid>) -> bool {
+        let counted = self
+            .shared
+            .store
+            .count_queued_after(self.webhook_id, after, LOAD_CHUNK);
+        let (n, last) = counted.unwrap_or_else(|e| {
+            log::error!("webhook {}: cannot count its queue: {e}", self.webhook_id);
+            (0, None)
+        });
+        self.beyond += n;
+        if n == LOAD_CHUNK {
+            self.load = Load::Counting(last);
+            return true;
+        }
+        self.counted = true;
+        self.loaded_until = now_ms();
+        self.load = Load::Done;
+        false
+    }
+
+    fn reach_end(&self) -> Option<Uuid> {
+        match self.reach {
+            Reach::All => self.max_held,
+            Reach::UpTo(end) => end,
+        }
+    }
+
+    /// Reads more of the stored queue once fewer than half of `WINDOW`
+    /// are held; first waits for the log writer to write what this actor
+    /// sent it, so that no delivery already finished is read back.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        self.write_log();
+        self.load = Load::Reading(self.reach_end());
+        let written = self.shared.log_writer.send(Written).into_actor(self);
+        ctx.wait(written.map(|_, act, ctx| act.guarded(ctx, Self::read_on)));
+    }
+
+    fn wants_refill(&self) -> bool {
+        self.reach != Reach::All && self.queue.len() < WINDOW / 2
+    }
+
+    fn deliverable(&self) -> bool {
+        self.webhook.as_ref().is_some_and(|w| w.is_deliverable())
+    }
+
+    /// Whether delivery `id` is to be held in memory, rather than left to
+    /// sled alone: when the webhook can be delivered to, and `id` is
+    /// within the reach. With all held and the window full, the reach
+    /// stops at the latest held.
+    fn holds(&mut self, id: Uuid) -> bool {
+        if !self.deliverable() {
+            return false;
+        }
+        if self.reach == Reach::All && self.queue.len() >= WINDOW {
+            self.reach = Reach::UpTo(self.max_held);
+        }
+        match self.reach {
+            Reach::All => true,
+            Reach::UpTo(end) => Some(id) <= end,
+        }
+    }
+
+    /// Holds `d`, or leaves it to sled alone (storing it there if it was
+    /// only in its event's record) and counts it there.
+    fn admit(&mut self, mut d: QueuedDelivery) {
+        if self.holds(d.id) {
+            return self.insert(d);
+        }
+        Self::store_in_queue(&self.shared.store, &mut d);
+        self.beyond += 1;
+    }
+
+    /// Lets go of every delivery held but those in flight, storing the
+    /// ones only in memory first, so that the stored queue is read again
+    /// from its start when there is room: when the webhook cannot be
+    /// delivered to (it may stay so for weeks), or turns ordered (a parked
+    /// retry may be the oldest).
+    fn forget_held(&mut self) {
+        if self.reach == Reach::UpTo(None) && self.by_due.is_empty() {
+            return;
+        }
+        self.spill(u64::MAX);
+        self.beyond += self.by_due.len();
+        self.queue.clear();
+        self.by_due.clear();
+        self.unstored.clear();
+        self.bodies.clear();
+        self.reach = Reach::UpTo(None);
     }
 
     /// NB: after a (re)start the actor loads its queue from sled while
@@ -300,6 +461,7 @@ impl DeliveryActor {
     }
 
     fn insert(&mut self, d: QueuedDelivery) {
+        self.max_held = self.max_held.max(Some(d.id));
         self.by_due.insert((d.next_attempt_at, d.id));
         if self.parks(&d) {
             return;
@@ -340,38 +502,6 @@ impl DeliveryActor {
                 None
             }
         }
-    }
-
-    /// Reads back one chunk of parked deliveries (see `Load::Unparking`),
-    /// then, on the next turn, the next; pumps once none is left.
-    fn unpark_chunk(&mut self, ctx: &mut Context<Self>) {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let Load::Unparking(after) = self.load else {
-            return;
-        };
-        let from = after.map_or(Unbounded, Excluded);
-        let chunk: Vec<(u64, Uuid)> = self
-            .by_due
-            .range((from, Unbounded))
-            .take(LOAD_CHUNK)
-            .copied()
-            .collect();
-        for &key in &chunk {
-            if self.queue.contains_key(&key.1) {
-                continue;
-            }
-            // Read back, it goes into `queue` under the same key.
-            if let Some(d) = self.take(key) {
-                self.insert(d);
-            }
-        }
-        if chunk.len() < LOAD_CHUNK {
-            self.load = Load::Done;
-            return self.pump(ctx);
-        }
-        self.load = Load::Unparking(chunk.last().copied());
-        let next_turn = tokio::task::yield_now().into_actor(self);
-        ctx.spawn(next_turn.map(|(), act, ctx| act.guarded(ctx, Self::unpark_chunk)));
     }
 
     /// Moves a first attempt that is only in memory to the sled queue.
@@ -417,15 +547,15 @@ impl DeliveryActor {
         }
         let now = now_ms();
         let Some(webhook) = self.webhook.clone().filter(|w| w.is_deliverable()) else {
-            return self.spill(u64::MAX); // it may wait for days
+            self.forget_held();
+            return self.report_depth();
         };
+        if self.wants_refill() {
+            return self.refill(ctx);
+        }
         self.spill(now.saturating_sub(SPILL_AFTER_MS));
         if let Some(&(at, _)) = self.unstored.first() {
             self.wake_at(at + SPILL_AFTER_MS, ctx);
-        }
-        if webhook.ordered && self.by_due.len() > self.queue.len() {
-            self.load = Load::Unparking(None);
-            return self.unpark_chunk(ctx);
         }
         let limit = if webhook.ordered {
             1
@@ -504,9 +634,12 @@ impl DeliveryActor {
         match self.webhook.clone().filter(sendable) {
             Some(webhook) => self.send(&webhook, d, body, slot, ctx),
             None => {
-                self.in_flight.remove(&d.id);
-                self.bodies.keep(d.id, body);
-                self.insert(d);
+                let id = d.id;
+                self.in_flight.remove(&id);
+                self.admit(d);
+                if self.queue.contains_key(&id) {
+                    self.bodies.keep(id, body);
+                }
                 self.spill(u64::MAX); // it may wait long: paused, or a restart
                 self.pump(ctx);
             }
@@ -561,7 +694,7 @@ impl DeliveryActor {
     }
 
     fn report_depth(&self) {
-        let depth = self.by_due.len() + self.in_flight.len();
+        let depth = self.by_due.len() + self.in_flight.len() + self.beyond;
         self.depth
             .store(depth, std::sync::atomic::Ordering::Relaxed);
     }
@@ -631,7 +764,7 @@ impl DeliveryActor {
         if queued.is_ok() && std::mem::take(&mut d.only_in_event) {
             store.settle(d.event_id);
         }
-        self.insert(d);
+        self.admit(d);
         self.log_attempt(entry, None, ctx);
     }
 
@@ -752,6 +885,14 @@ impl Handler<Enqueue> for DeliveryActor {
     fn handle(&mut self, mut msg: Enqueue, ctx: &mut Context<Self>) {
         let Some(d) = msg.delivery.take() else { return };
         self.guarded(ctx, |act, ctx| {
+            if !act.holds(d.id) {
+                // A stored one made before the queue was last read to its
+                // end was counted then.
+                if d.only_in_event || d.created_at > act.loaded_until {
+                    act.admit(d);
+                }
+                return act.report_depth();
+            }
             if !act.is_new(&d) {
                 return;
             }
@@ -767,7 +908,12 @@ impl Handler<WebhookChanged> for DeliveryActor {
 
     fn handle(&mut self, msg: WebhookChanged, ctx: &mut Context<Self>) {
         self.guarded(ctx, |act, ctx| {
+            let was_ordered = act.webhook.as_ref().is_some_and(|w| w.ordered);
             act.webhook = Some(Rc::new(msg.webhook));
+            let parked = act.by_due.len() > act.queue.len();
+            if act.webhook.as_ref().is_some_and(|w| w.ordered) && !was_ordered && parked {
+                act.forget_held();
+            }
             act.pump(ctx);
         });
     }
@@ -859,8 +1005,9 @@ impl Handler<Depth> for DeliveryActor {
 
     fn handle(&mut self, _: Depth, _: &mut Context<Self>) -> Holding {
         Holding {
-            outstanding: self.by_due.len() + self.in_flight.len(),
+            outstanding: self.by_due.len() + self.in_flight.len() + self.beyond,
             parked: self.by_due.len().saturating_sub(self.queue.len()),
+            stored_only: self.beyond,
         }
     }
 }

@@ -31,21 +31,39 @@ impl Store {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<(Uuid, Result<QueuedDelivery>)>> {
+        let mut chunk = Vec::new();
+        for item in self.queue_range(webhook_id, after).take(limit) {
+            let (key, value) = item?;
+            chunk.push((id_of(&key), decode("delivery", &value)));
+        }
+        Ok(chunk)
+    }
+
+    /// How many of a webhook's queued deliveries follow `after`, counting
+    /// at most `limit` of them, and the id of the last one counted: a long
+    /// queue is counted a chunk at a time, without decoding it.
+    pub fn count_queued_after(
+        &self,
+        webhook_id: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(usize, Option<Uuid>)> {
+        let (mut n, mut last) = (0, None);
+        for key in self.queue_range(webhook_id, after).keys().take(limit) {
+            last = Some(id_of(&key?));
+            n += 1;
+        }
+        Ok((n, last))
+    }
+
+    fn queue_range(&self, webhook_id: Uuid, after: Option<Uuid>) -> sled::Iter {
         use std::ops::Bound::{Excluded, Included};
         let start = match after {
             Some(id) => Excluded(pair_key(webhook_id, id)),
             None => Included(pair_key(webhook_id, Uuid::nil())),
         };
         let end = Included(pair_key(webhook_id, Uuid::max()));
-        let mut chunk = Vec::new();
-        for item in self.inner.queue.range((start, end)).take(limit) {
-            let (key, value) = item?;
-            // Every key is webhook ++ id; were one not, the next chunk
-            // would start past the end rather than over again.
-            let id = second_id(&key).unwrap_or(Uuid::max());
-            chunk.push((id, decode("delivery", &value)));
-        }
-        Ok(chunk)
+        self.inner.queue.range((start, end))
     }
 
     pub fn queued_delivery(&self, webhook_id: Uuid, id: Uuid) -> Result<Option<QueuedDelivery>> {
@@ -124,4 +142,11 @@ impl Store {
     pub fn queue_len(&self) -> usize {
         self.inner.queue.len()
     }
+}
+
+/// The delivery id of a queue key (webhook ++ id). Were a key malformed,
+/// the next chunk would start past the webhook's end rather than over
+/// again.
+fn id_of(key: &[u8]) -> Uuid {
+    second_id(key).unwrap_or(Uuid::max())
 }

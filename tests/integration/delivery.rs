@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{desktop_event, eventually, expected_signature, log_of, Receiver, TestServer};
+use crate::support::{
+    desktop_event, eventually, expected_signature, log_of, metrics_text, Receiver, TestServer,
+    ADMIN_KEY,
+};
 
 const APP: &str = "desktop.app_tracking.captured";
 const ACTIVITY: &str = "desktop.activity_tracking.captured";
@@ -611,14 +614,15 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     .await;
 }
 
-/// An endpoint failing for days leaves millions of stored retries, parked
-/// (only their due time in memory). An actor restarting reads them a
-/// chunk at a time, and reads them back the same way when its webhook
-/// turns ordered, so the other webhooks on its delivery thread go on
-/// meanwhile; deleting the webhook removes them in the background.
+/// A backlog waits in sled, not in memory: an endpoint failing for days
+/// leaves millions of stored retries. A paused webhook holds none of them
+/// and an ordered one only the oldest `WINDOW`. An actor restarting counts
+/// its stored queue a chunk at a time, so the other webhooks on its
+/// delivery thread go on meanwhile; deleting the webhook removes the queue
+/// in the background.
 #[actix_web::test]
-async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
-    use hookrelay::actors::delivery::Holding;
+async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_delete() {
+    use hookrelay::actors::delivery::{Holding, WINDOW};
     use hookrelay::actors::registry::{CrashActor, QueueDepth};
     use hookrelay::domain::delivery::QueuedDelivery;
     const STORED: usize = 100_000;
@@ -627,15 +631,11 @@ async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
     let (org, key) = s.org("acme", "organisation", None).await;
     let a = s.webhook(&key, "http://127.0.0.1:9/", json!(["*"])).await;
     let a_id: uuid::Uuid = a["id"].as_str().unwrap().parse().unwrap();
-    let (status, _) = s
-        .call(
-            "PATCH",
-            &format!("/v1/webhooks/{a_id}"),
-            Some(&key),
-            Some(json!({"active": false})),
-        )
-        .await;
-    assert_eq!(status, 200, "paused: its queue only waits");
+    let patch_a = async |body: Value| {
+        let path = format!("/v1/webhooks/{a_id}");
+        s.call("PATCH", &path, Some(&key), Some(body)).await.0
+    };
+    assert_eq!(patch_a(json!({"active": false})).await, 200, "paused");
     let b_rx = Receiver::start().await;
     s.webhook(&key, &b_rx.url, json!(["*"])).await;
     let later = hookrelay::clock::now_ms() + 3_600_000;
@@ -664,55 +664,46 @@ async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
         .send(CrashActor { webhook_id: a_id })
         .await
         .unwrap();
-    assert!(crashed, "A restarts and reads its queue again");
+    assert!(crashed, "A restarts and counts its queue again");
     s.ingest(&key, &desktop_event(APP, &org)).await;
     eventually("B's delivery", WAIT, async || {
         (b_rx.count() == 1).then_some(())
     })
     .await;
-    let read_so_far = depth().await.unwrap().outstanding;
-    assert!(
-        read_so_far < STORED,
-        "B was served while A read its queue ({read_so_far} of {STORED} read)"
-    );
-    let whole = |parked| Holding {
-        outstanding: STORED,
-        parked,
+    let metric = format!("hookrelay_queue_depth{{webhook=\"{a_id}\"}} ");
+    let reported = async || {
+        let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
+        let line = text.lines().find(|l| l.starts_with(&metric))?;
+        line[metric.len()..].parse::<usize>().ok()
     };
-    eventually("A's whole queue, parked", WAIT, async || {
-        (depth().await == Some(whole(STORED))).then_some(())
+    let counted_so_far = reported().await.unwrap_or(0);
+    assert!(
+        counted_so_far < STORED,
+        "B was served while A counted its queue ({counted_so_far} of {STORED} counted)"
+    );
+    // The whole queue, none of it in memory (a paused webhook gets no
+    // new events).
+    let paused = Holding {
+        outstanding: STORED,
+        parked: 0,
+        stored_only: STORED,
+    };
+    eventually("A's whole queue counted", WAIT, async || {
+        (depth().await == Some(paused)).then_some(())
     })
     .await;
+    assert_eq!(reported().await, Some(STORED), "and reported");
 
     let resumed_in_order = json!({"active": true, "ordered": true});
-    let (status, _) = s
-        .call(
-            "PATCH",
-            &format!("/v1/webhooks/{a_id}"),
-            Some(&key),
-            Some(resumed_in_order),
-        )
-        .await;
-    assert_eq!(status, 200, "ordered: every parked retry is read back");
-    s.ingest(&key, &desktop_event(APP, &org)).await;
-    eventually("B's second delivery", WAIT, async || {
-        (b_rx.count() == 2).then_some(())
+    assert_eq!(patch_a(resumed_in_order).await, 200);
+    let oldest_held = Holding {
+        stored_only: STORED - WINDOW,
+        ..paused
+    };
+    eventually("A holds the oldest WINDOW, in order", WAIT, async || {
+        (depth().await == Some(oldest_held)).then_some(())
     })
     .await;
-    let still_parked = depth().await.unwrap().parked;
-    assert!(
-        still_parked > 0,
-        "B was served while A read its parked retries back ({still_parked} left)"
-    );
-    eventually("A's retries all read back", WAIT, async || {
-        (depth().await.unwrap().parked == 0).then_some(())
-    })
-    .await;
-    assert_eq!(
-        depth().await.unwrap().outstanding,
-        STORED + 1,
-        "and the new event waits behind them, in order"
-    );
     // Deleting A answers before its stored queue is removed.
     let (status, _) = s
         .call("DELETE", &format!("/v1/webhooks/{a_id}"), Some(&key), None)
@@ -724,6 +715,89 @@ async fn a_long_stored_queue_holds_up_neither_other_webhooks_nor_a_delete() {
     );
     eventually("A's stored queue removed", WAIT, async || {
         (s.app_store.queue_len() == 0).then_some(())
+    })
+    .await;
+}
+
+/// An ordered webhook's backlog, longer than what it holds in memory, is
+/// read from sled as it drains: every delivery arrives once, in event
+/// order.
+#[actix_web::test]
+async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
+    use hookrelay::actors::delivery::{Holding, WINDOW};
+    use hookrelay::actors::registry::{CrashActor, QueueDepth};
+    use hookrelay::domain::delivery::QueuedDelivery;
+    const BACKLOG: usize = WINDOW + WINDOW / 2 + 100;
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let event = s.ingest(&key, &desktop_event(APP, &org)).await;
+    let event_id = event["id"].as_str().unwrap().parse().unwrap();
+    let rx = Receiver::start().await;
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
+    let patch = async |body: Value| {
+        let path = format!("/v1/webhooks/{id}");
+        s.call("PATCH", &path, Some(&key), Some(body)).await.0
+    };
+    assert_eq!(patch(json!({"active": false, "ordered": true})).await, 200);
+    // A backlog of deliveries of that event waits for the paused webhook.
+    for _ in 0..BACKLOG {
+        s.app_store
+            .put_delivery(&QueuedDelivery {
+                id: uuid::Uuid::now_v7(),
+                webhook_id: id,
+                event_id,
+                event: APP.into(),
+                attempts: 0,
+                next_attempt_at: 0,
+                created_at: 0,
+                only_in_event: false,
+            })
+            .unwrap();
+    }
+    let depth = async || {
+        s.registry
+            .send(QueueDepth { webhook_id: id })
+            .await
+            .unwrap()
+    };
+    let crashed = s
+        .registry
+        .send(CrashActor { webhook_id: id })
+        .await
+        .unwrap();
+    assert!(crashed, "restarted, it counts what is stored");
+    let all_stored = Holding {
+        outstanding: BACKLOG,
+        parked: 0,
+        stored_only: BACKLOG,
+    };
+    eventually("the backlog counted", WAIT, async || {
+        (depth().await == Some(all_stored)).then_some(())
+    })
+    .await;
+    let in_order: Vec<String> = (s.app_store.queued_deliveries(id).unwrap().iter())
+        .map(|d| d.id.to_string())
+        .collect();
+    assert_eq!(in_order.len(), BACKLOG);
+
+    assert_eq!(patch(json!({"active": true})).await, 200);
+    eventually("the whole backlog", Duration::from_secs(120), async || {
+        (rx.count() >= BACKLOG).then_some(())
+    })
+    .await;
+    let arrived: Vec<String> = (rx.all().iter())
+        .map(|r| r.header("x-webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(arrived.len(), BACKLOG, "each once");
+    assert!(arrived == in_order, "in event order");
+    let empty = Holding {
+        outstanding: 0,
+        parked: 0,
+        stored_only: 0,
+    };
+    eventually("nothing left", WAIT, async || {
+        (depth().await == Some(empty) && s.app_store.queue_len() == 0).then_some(())
     })
     .await;
 }

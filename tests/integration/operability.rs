@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::feed::FeedClient;
 use crate::support::{
-    desktop_event, eventually, expected_signature, log_of, open_connections, tracked_event,
-    unread_bytes, ChildServer, Receiver, TestServer, ADMIN_KEY,
+    desktop_event, eventually, expected_signature, log_of, metrics_text, open_connections,
+    tracked_event, unread_bytes, ChildServer, Receiver, TestServer, ADMIN_KEY,
 };
 
 #[actix_web::test]
@@ -59,16 +59,6 @@ async fn metrics_need_the_admin_key_and_count_what_happened() {
     assert!(metrics_text(&public.base, None)
         .await
         .contains("hookrelay_feed_events_dropped_total 0"));
-}
-
-async fn metrics_text(base: &str, key: Option<&str>) -> String {
-    let mut req = awc::Client::default().get(format!("{base}/metrics"));
-    if let Some(k) = key {
-        req = req.insert_header(("authorization", format!("Bearer {k}")));
-    }
-    let mut resp = req.send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
 }
 
 /// A queued delivery whose event cannot be read is given up unsent; with

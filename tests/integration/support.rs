@@ -624,3 +624,14 @@ pub fn unread_bytes(local_port: u16, peer_port: u16) -> Option<u64> {
         .find(|cols| port(cols[1]) == Some(local_port) && port(cols[2]) == Some(peer_port))
         .and_then(|cols| u64::from_str_radix(cols[4].split(':').nth(1)?, 16).ok())
 }
+
+/// The text of `GET /metrics`.
+pub async fn metrics_text(base: &str, key: Option<&str>) -> String {
+    let mut req = awc::Client::default().get(format!("{base}/metrics"));
+    if let Some(k) = key {
+        req = req.insert_header(("authorization", format!("Bearer {k}")));
+    }
+    let mut resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
+}
