@@ -12,17 +12,19 @@
 //! written (by the log writer, see `log_buffer.rs`). So a crash or a
 //! restart of this actor re-sends whatever was in flight: at least once.
 //!
-//! A backlog stays in sled, not in memory: the actor holds at most
-//! `WINDOW` deliveries that are not parked, the oldest, and reads more, in
-//! event order, as those drain; a webhook that cannot be delivered to
-//! (paused or disabled, perhaps for weeks) holds none. A stored retry not
-//! due for a while (`PARK_AFTER_MS`) is held only as its due time and id,
-//! and read back from sled when it is due: an endpoint failing for days
-//! collects a retry for every event, and a whole record in memory costs
-//! about 300 bytes where a parked one costs about 55 (RSS, measured over
-//! 400,000 of them). The queue is read and counted a chunk per turn
-//! (`LOAD_CHUNK`), so that millions of stored deliveries do not stop the
-//! other actors on the thread.
+//! A backlog stays in sled, not in memory (about 300 bytes a delivery):
+//! - the actor holds at most `WINDOW` deliveries, the oldest, and reads
+//!   more, in event order, as those drain;
+//! - a stored retry not due for a while (`PARK_AFTER_MS`) is parked:
+//!   indexed by its due time in sled (see `storage/queue.rs`), not held,
+//!   and taken back when due. An endpoint failing for days collects a
+//!   retry for every event: millions;
+//! - a webhook that cannot be delivered to (paused or disabled, perhaps
+//!   for weeks) holds none.
+//!
+//! The queue is read and counted a chunk per turn (`LOAD_CHUNK`), so that
+//! millions of stored deliveries do not stop the other actors on the
+//! thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,8 +54,8 @@ use crate::storage::Store;
 /// start-up after a crash) is never far behind.
 const SPILL_AFTER_MS: u64 = 10_000;
 
-/// A stored retry due later than this from now is parked: only its
-/// (due, id) stays in memory. (Not for ordered webhooks, whose next
+/// A stored retry due later than this from now is parked: indexed by its
+/// due time in sled, not held. (Not for ordered webhooks, whose next
 /// delivery is the oldest, however due.)
 const PARK_AFTER_MS: u64 = 60_000;
 
@@ -64,9 +66,8 @@ const PARK_AFTER_MS: u64 = 60_000;
 /// delivery of another webhook waits for one at each of its few steps.
 const LOAD_CHUNK: usize = 1024;
 
-/// At most this many deliveries that are not parked are held in memory
-/// (about 300 bytes each); more are read from sled once fewer than half
-/// are left. Enough that a burst fanned out to every webhook stays in
+/// At most this many deliveries are held in memory (about 300 bytes
+/// each); more are read from sled once fewer than half are left. Enough that a burst fanned out to every webhook stays in
 /// memory; bounds a backlog: an ordered webhook behind a failing endpoint,
 /// or an endpoint slower than its events.
 pub const WINDOW: usize = 4096;
@@ -103,11 +104,9 @@ pub struct DeliveryActor {
     shared: Arc<DeliveryContext>,
     /// Shared with the attempts in flight: cloned per send, so not a copy.
     webhook: Option<Rc<Webhook>>,
-    /// Outstanding deliveries not in flight, by id (event order), but for
-    /// the parked ones.
+    /// Outstanding deliveries held and not in flight, by id (event order).
     queue: BTreeMap<Uuid, QueuedDelivery>,
-    /// All of them by due time, parked ones included (those not in
-    /// `queue`).
+    /// The same, by due time.
     by_due: BTreeSet<(u64, Uuid)>,
     /// Those of them that are `only_in_event`, by creation time.
     unstored: BTreeSet<(u64, Uuid)>,
@@ -122,8 +121,12 @@ pub struct DeliveryActor {
     beyond: usize,
     /// Whether `beyond` has been counted since the actor (re)started.
     counted: bool,
-    /// The latest delivery held since the actor (re)started.
+    /// The latest delivery held or parked since the actor (re)started.
     max_held: Option<Uuid>,
+    /// How many stored retries are parked (indexed by due time in sled,
+    /// not in memory), and when the first of them is due.
+    parked: usize,
+    next_parked: Option<u64>,
     /// When (Unix ms) the stored queue was last read or counted to its
     /// end: a stored delivery made before then was seen.
     loaded_until: u64,
@@ -210,10 +213,11 @@ pub struct Depth;
 pub struct Holding {
     /// Queued and in flight.
     pub outstanding: usize,
-    /// Of those, how many are parked (only their due time in memory).
+    /// Of those, how many are in memory (queued or in flight).
+    pub held: usize,
+    /// And how many are parked: retries not due for a while, in sled
+    /// alone. The rest are in sled alone, not yet read.
     pub parked: usize,
-    /// And how many are in sled alone, not yet read.
-    pub stored_only: usize,
 }
 
 impl DeliveryActor {
@@ -234,6 +238,8 @@ impl DeliveryActor {
             beyond: 0,
             counted: false,
             max_held: None,
+            parked: 0,
+            next_parked: None,
             loaded_until: 0,
             draining: None,
             log: LogBuffer::default(),
@@ -266,7 +272,8 @@ impl DeliveryActor {
             }
         };
         (self.reach, self.beyond, self.counted) = (Reach::UpTo(None), 0, false);
-        self.max_held = None;
+        (self.max_held, self.parked) = (None, 0);
+        self.next_parked = self.first_parked_due();
         self.load = match self.deliverable() {
             true => Load::Reading(None),
             false => Load::Counting(None),
@@ -308,8 +315,7 @@ impl DeliveryActor {
                 return self.stop_reading();
             }
             self.reach = Reach::UpTo(Some(id));
-            // Being sent, or sent and waiting for its log entry.
-            if self.in_flight.contains_key(&id) || self.log.holds(id) {
+            if self.in_memory(id) {
                 continue;
             }
             self.beyond = self.beyond.saturating_sub(1);
@@ -418,11 +424,12 @@ impl DeliveryActor {
     /// delivered to (it may stay so for weeks), or turns ordered (a parked
     /// retry may be the oldest).
     fn forget_held(&mut self) {
-        if self.reach == Reach::UpTo(None) && self.by_due.is_empty() {
+        if self.reach == Reach::UpTo(None) && self.queue.is_empty() && self.parked == 0 {
             return;
         }
         self.spill(u64::MAX);
-        self.beyond += self.by_due.len();
+        // Parked ones stay indexed, and are counted again when read.
+        self.beyond += self.queue.len() + std::mem::take(&mut self.parked);
         self.queue.clear();
         self.by_due.clear();
         self.unstored.clear();
@@ -460,48 +467,88 @@ impl DeliveryActor {
         )
     }
 
+    /// Whether delivery `id` is held, in flight, or sent and waiting for
+    /// its log entry.
+    fn in_memory(&self, id: Uuid) -> bool {
+        self.queue.contains_key(&id) || self.in_flight.contains_key(&id) || self.log.holds(id)
+    }
+
+    /// Holds `d`, or parks it if it is a stored retry not due for a while.
     fn insert(&mut self, d: QueuedDelivery) {
         self.max_held = self.max_held.max(Some(d.id));
-        self.by_due.insert((d.next_attempt_at, d.id));
-        if self.parks(&d) {
+        if self.parks(&d) && self.park(&d) {
             return;
         }
+        self.by_due.insert((d.next_attempt_at, d.id));
         if d.only_in_event {
             self.unstored.insert((d.created_at, d.id));
         }
         self.queue.insert(d.id, d);
     }
 
-    /// Whether `d` is parked: a stored retry not due for a while.
+    /// Whether `d` is to be parked: a stored retry not due for a while.
     fn parks(&self, d: &QueuedDelivery) -> bool {
         !d.only_in_event
             && self.webhook.as_ref().is_some_and(|w| !w.ordered)
             && d.next_attempt_at > now_ms() + PARK_AFTER_MS
     }
 
-    /// Takes a queued delivery out, reading a parked one from sled (`None`
-    /// if it has left the queue meanwhile).
-    fn take(&mut self, (due, id): (u64, Uuid)) -> Option<QueuedDelivery> {
-        let Some(d) = self.queue.remove(&id) else {
-            self.by_due.remove(&(due, id));
-            return self.unpark(id);
-        };
+    /// Indexes `d` by its due time; false if that cannot be written (it
+    /// is held in memory instead).
+    fn park(&mut self, d: &QueuedDelivery) -> bool {
+        let due = d.next_attempt_at;
+        if let Err(e) = self.shared.store.park(self.webhook_id, due, d.id) {
+            log::error!(
+                "webhook {}: cannot park delivery {}: {e}",
+                self.webhook_id,
+                d.id
+            );
+            return false;
+        }
+        self.parked += 1;
+        self.next_parked = Some(self.next_parked.map_or(due, |at| at.min(due)));
+        true
+    }
+
+    fn first_parked_due(&self) -> Option<u64> {
+        let first = self.shared.store.first_parked_due(self.webhook_id);
+        first.unwrap_or_else(|e| {
+            log::error!(
+                "webhook {}: cannot read its parked retries: {e}",
+                self.webhook_id
+            );
+            None
+        })
+    }
+
+    /// Holds the parked retries now due, as many as there is room for.
+    /// One beyond the reach is left to be read in its turn, in event order.
+    fn unpark_due(&mut self, now: u64) {
+        let room = WINDOW.saturating_sub(self.queue.len()).min(LOAD_CHUNK);
+        let store = self.shared.store.clone();
+        let due = store
+            .take_due_parked(self.webhook_id, now, room)
+            .unwrap_or_else(|e| {
+                log::error!("webhook {}: cannot unpark: {e}", self.webhook_id);
+                Vec::new()
+            });
+        let end = self.reach_end();
+        for d in due {
+            let within = self.reach == Reach::All || Some(d.id) <= end;
+            if within && !self.in_memory(d.id) {
+                self.parked = self.parked.saturating_sub(1);
+                self.insert(d);
+            }
+        }
+        self.next_parked = self.first_parked_due();
+    }
+
+    /// Takes a held delivery out.
+    fn take(&mut self, id: Uuid) -> Option<QueuedDelivery> {
+        let d = self.queue.remove(&id)?;
         self.by_due.remove(&(d.next_attempt_at, id));
         self.unstored.remove(&(d.created_at, id));
         Some(d)
-    }
-
-    fn unpark(&self, id: Uuid) -> Option<QueuedDelivery> {
-        match self.shared.store.queued_delivery(self.webhook_id, id) {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!(
-                    "webhook {}: cannot read delivery {id}: {e}",
-                    self.webhook_id
-                );
-                None
-            }
-        }
     }
 
     /// Moves a first attempt that is only in memory to the sled queue.
@@ -557,6 +604,9 @@ impl DeliveryActor {
         if let Some(&(at, _)) = self.unstored.first() {
             self.wake_at(at + SPILL_AFTER_MS, ctx);
         }
+        if !webhook.ordered {
+            self.unpark_when_due(now, ctx);
+        }
         let limit = if webhook.ordered {
             1
         } else {
@@ -576,9 +626,25 @@ impl DeliveryActor {
                 self.wake_at(due, ctx);
                 break;
             }
-            if let Some(d) = self.take((due, id)) {
+            if let Some(d) = self.take(id) {
                 self.dispatch(&webhook, d, ctx);
             }
+        }
+    }
+
+    /// Holds the parked retries due by now, if there is room, and wakes
+    /// for the next (at once if more are due). None while the window is
+    /// full: a delivery that ends makes room, and pumps.
+    fn unpark_when_due(&mut self, now: u64, ctx: &mut Context<Self>) {
+        let Some(at) = self.next_parked else { return };
+        if self.queue.len() >= WINDOW {
+            return;
+        }
+        if at <= now {
+            self.unpark_due(now);
+        }
+        if let Some(at) = self.next_parked {
+            self.wake_at(at, ctx);
         }
     }
 
@@ -694,7 +760,7 @@ impl DeliveryActor {
     }
 
     fn report_depth(&self) {
-        let depth = self.by_due.len() + self.in_flight.len() + self.beyond;
+        let depth = self.queue.len() + self.in_flight.len() + self.parked + self.beyond;
         self.depth
             .store(depth, std::sync::atomic::Ordering::Relaxed);
     }
@@ -910,7 +976,8 @@ impl Handler<WebhookChanged> for DeliveryActor {
         self.guarded(ctx, |act, ctx| {
             let was_ordered = act.webhook.as_ref().is_some_and(|w| w.ordered);
             act.webhook = Some(Rc::new(msg.webhook));
-            let parked = act.by_due.len() > act.queue.len();
+            // A parked retry may be the oldest.
+            let parked = act.parked > 0 || act.next_parked.is_some();
             if act.webhook.as_ref().is_some_and(|w| w.ordered) && !was_ordered && parked {
                 act.forget_held();
             }
@@ -1004,10 +1071,11 @@ impl Handler<Depth> for DeliveryActor {
     type Result = Holding;
 
     fn handle(&mut self, _: Depth, _: &mut Context<Self>) -> Holding {
+        let held = self.queue.len() + self.in_flight.len();
         Holding {
-            outstanding: self.by_due.len() + self.in_flight.len() + self.beyond,
-            parked: self.by_due.len().saturating_sub(self.queue.len()),
-            stored_only: self.beyond,
+            outstanding: held + self.parked + self.beyond,
+            held,
+            parked: self.parked,
         }
     }
 }

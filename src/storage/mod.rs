@@ -16,6 +16,9 @@
 //!   outstanding deliveries that are retries, redeliveries or were moved
 //!   out of memory; a first attempt is recovered from its event's record,
 //!   see `unsettled.rs`), in event order.
+//! - `parked`: webhook id ++ due time (Unix ms, big-endian u64) ++
+//!   delivery id → (): the stored retries not due for a while, by due
+//!   time, so that no actor need hold them in memory (see `queue.rs`).
 //! - `log`: webhook id ++ id of the batch's first entry → a batch of
 //!   `LogEntry`s in id order (see `log.rs`).
 //! - `idempotency`: org id ++ sha256(idempotency key) → the event it
@@ -82,6 +85,7 @@ struct Inner {
     webhooks_by_owner: sled::Tree,
     events: sled::Tree,
     queue: sled::Tree,
+    parked: sled::Tree,
     log: sled::Tree,
     idempotency: sled::Tree,
     /// Held while a batch of log entries gets its ids (see `log.rs`).
@@ -126,6 +130,7 @@ impl Store {
             webhooks_by_owner: tree("webhooks_by_owner")?,
             events: tree("events")?,
             queue: tree("queue")?,
+            parked: tree("parked")?,
             log: tree("log")?,
             idempotency: tree("idempotency")?,
             log_ids: Default::default(),
@@ -200,7 +205,8 @@ fn owners(tree: &sled::Tree) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
         let next = tree.range(from.take()?.as_slice()..).next()?;
         Some(next.map_err(Into::into).map(|(key, _)| {
             let owner = key[..key.len().min(16)].to_vec();
-            // Past every key of this owner (keys are owner + 16 bytes).
+            // Past every key of this owner (keys are owner + 16 bytes, or
+            // + a due time, whose first byte is 0 for a million years).
             from = Some([&owner[..], &[0xff; 17]].concat());
             owner
         }))

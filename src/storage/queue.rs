@@ -1,4 +1,12 @@
-//! Each webhook's outstanding deliveries, in event order.
+//! Each webhook's outstanding deliveries, in event order, and an index of
+//! its parked retries by due time.
+//!
+//! NB: the queue is the record; the index only says when to look. A
+//! parked retry is indexed after its record is written, and an entry is
+//! checked against the record when it is taken: one whose record is gone
+//! or has been rescheduled since is dropped. An entry lost to a crash
+//! between the two writes is made again when the actor next reads that
+//! record (it reads its whole queue, in event order, after a restart).
 
 use std::collections::HashSet;
 
@@ -66,6 +74,51 @@ impl Store {
         self.inner.queue.range((start, end))
     }
 
+    /// Indexes a stored retry of `webhook_id` as parked until `due`
+    /// (idempotent: a record read again after a restart is indexed once).
+    pub fn park(&self, webhook_id: Uuid, due: u64, id: Uuid) -> Result<()> {
+        let key = parked_key(webhook_id, due, id);
+        let absent: Option<&[u8]> = None;
+        let _ = self.inner.parked.compare_and_swap(key, absent, Some(&[]))?;
+        Ok(())
+    }
+
+    /// When the first of a webhook's parked retries is due, if any.
+    pub fn first_parked_due(&self, webhook_id: Uuid) -> Result<Option<u64>> {
+        let from = parked_key(webhook_id, 0, Uuid::nil());
+        let to = parked_key(webhook_id, u64::MAX, Uuid::max());
+        let first = self.inner.parked.range(from..=to).next().transpose()?;
+        Ok(first.and_then(|(key, _)| due_of(&key)))
+    }
+
+    /// Takes up to `limit` of a webhook's parked retries due by `until`
+    /// out of the index, earliest first, with their records; an entry
+    /// whose record is gone or was rescheduled is dropped (see above).
+    pub fn take_due_parked(
+        &self,
+        webhook_id: Uuid,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<QueuedDelivery>> {
+        let from = parked_key(webhook_id, 0, Uuid::nil());
+        let to = parked_key(webhook_id, until, Uuid::max());
+        let mut due = Vec::new();
+        for key in self.inner.parked.range(from..=to).keys().take(limit) {
+            let key = key?;
+            self.inner.parked.remove(&key)?;
+            let id = key.get(24..).and_then(|b| Uuid::from_slice(b).ok());
+            let (Some(at), Some(id)) = (due_of(&key), id) else {
+                continue;
+            };
+            match self.queued_delivery(webhook_id, id) {
+                Ok(Some(d)) if d.next_attempt_at == at => due.push(d),
+                Ok(_) => {}
+                Err(e) => ::log::error!("webhook {webhook_id}: cannot read parked {id}: {e}"),
+            }
+        }
+        Ok(due)
+    }
+
     pub fn queued_delivery(&self, webhook_id: Uuid, id: Uuid) -> Result<Option<QueuedDelivery>> {
         self.inner
             .queue
@@ -97,21 +150,28 @@ impl Store {
         self.remove_delivery(d.webhook_id, d.id)
     }
 
-    /// Removes queued deliveries whose webhook no longer exists (an ingest
-    /// that raced the webhook's deletion can leave some); returns how many.
+    /// Removes queued deliveries, and their parked index entries, whose
+    /// webhook no longer exists (an ingest that raced the webhook's
+    /// deletion can leave some, and so can a stop during a removal);
+    /// returns how many deliveries.
     /// Reads one key per webhook with a queue, jumping from one webhook's
     /// entries to the next, so it costs little at start-up.
     /// NB: a webhook's record is stored before anything can be queued for
     /// it, so one created meanwhile is never mistaken for deleted.
     pub fn purge_orphan_deliveries(&self) -> Result<usize> {
-        let (queue, mut removed) = (&self.inner.queue, 0);
-        for owner in owners(queue) {
-            let owner = owner?;
-            if !self.inner.webhooks.contains_key(&owner)? {
-                removed += remove_prefix(queue, &owner)?;
+        let mut removed = [0, 0];
+        for (tree, n) in [&self.inner.queue, &self.inner.parked]
+            .iter()
+            .zip(&mut removed)
+        {
+            for owner in owners(tree) {
+                let owner = owner?;
+                if !self.inner.webhooks.contains_key(&owner)? {
+                    *n += remove_prefix(tree, &owner)?;
+                }
             }
         }
-        Ok(removed)
+        Ok(removed[0]) // the index entries are not deliveries
     }
 
     /// The events made before `cutoff_ms` that a queued delivery still
@@ -149,4 +209,81 @@ impl Store {
 /// again.
 fn id_of(key: &[u8]) -> Uuid {
     second_id(key).unwrap_or(Uuid::max())
+}
+
+/// webhook ++ due (big-endian, so keys sort by due time) ++ delivery.
+fn parked_key(webhook_id: Uuid, due: u64, id: Uuid) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..16].copy_from_slice(webhook_id.as_bytes());
+    k[16..24].copy_from_slice(&due.to_be_bytes());
+    k[24..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn due_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(16..24)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_delivery;
+    use super::*;
+
+    fn parked_retry(store: &Store, webhook_id: Uuid, due: u64) -> QueuedDelivery {
+        let mut d = test_delivery(webhook_id, Uuid::now_v7());
+        d.next_attempt_at = due;
+        store.put_delivery(&d).unwrap();
+        store.park(webhook_id, due, d.id).unwrap();
+        d
+    }
+
+    #[test]
+    fn parked_retries_are_taken_when_due_earliest_first_and_stale_entries_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let (w, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let late = parked_retry(&store, w, 3_000);
+        let early = parked_retry(&store, w, 1_000);
+        let gone = parked_retry(&store, w, 1_500);
+        let moved = parked_retry(&store, w, 2_000);
+        parked_retry(&store, other, 500);
+        store.park(w, early.next_attempt_at, early.id).unwrap(); // once only
+        store.remove_delivery(w, gone.id).unwrap(); // delivered meanwhile
+        let mut rescheduled = moved.clone();
+        rescheduled.next_attempt_at = 9_000;
+        store.put_delivery(&rescheduled).unwrap();
+
+        assert_eq!(store.first_parked_due(w).unwrap(), Some(1_000));
+        let taken = store.take_due_parked(w, 2_500, 10).unwrap();
+        assert_eq!(taken, vec![early], "only the current record due by then");
+        assert_eq!(
+            store.first_parked_due(w).unwrap(),
+            Some(3_000),
+            "the rest left"
+        );
+        assert_eq!(store.take_due_parked(w, 10_000, 10).unwrap(), vec![late]);
+        assert_eq!(store.first_parked_due(w).unwrap(), None);
+        assert_eq!(
+            store.first_parked_due(other).unwrap(),
+            Some(500),
+            "per webhook"
+        );
+        assert_eq!(
+            store.queue_len(),
+            4,
+            "taking from the index keeps the records"
+        );
+    }
+
+    #[test]
+    fn a_deleted_webhooks_queue_and_parked_retries_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let gone = Uuid::now_v7(); // no webhook record: deleted
+        parked_retry(&store, gone, 1_000);
+        parked_retry(&store, gone, 2_000);
+        assert_eq!(store.purge_orphan_deliveries().unwrap(), 2);
+        assert_eq!(store.queue_len(), 0);
+        assert_eq!(store.first_parked_due(gone).unwrap(), None);
+    }
 }

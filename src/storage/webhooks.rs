@@ -118,7 +118,7 @@ impl Store {
     }
 
     /// Removes a webhook and its index entry, and then, on a thread of its
-    /// own, its queue and its log. Once the record is gone nothing routes
+    /// own, its queue (with its parked retries) and its log. Once the record is gone nothing routes
     /// to the webhook and its actor stops, so nothing more is sent; but an
     /// endpoint failing for days leaves millions of queued retries and log
     /// batches, which took the DELETE request tens of seconds to remove.
@@ -133,11 +133,16 @@ impl Store {
         i.webhooks_by_owner
             .remove(pair_key(w.organisation_id, w.id))?;
         i.routing.invalidate();
-        let (queue, log, id) = (i.queue.clone(), i.log.clone(), w.id);
+        let trees = [
+            ("queue", i.queue.clone()),
+            ("parked", i.parked.clone()),
+            ("log", i.log.clone()),
+        ];
+        let id = w.id;
         let removal = std::thread::Builder::new()
             .name("webhook-removal".into())
             .spawn(move || {
-                for (what, tree) in [("queue", &queue), ("log", &log)] {
+                for (what, tree) in &trees {
                     if let Err(e) = remove_prefix(tree, id.as_bytes()) {
                         ::log::error!("cannot remove the {what} of deleted webhook {id}: {e}");
                     }

@@ -615,11 +615,12 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
 }
 
 /// A backlog waits in sled, not in memory: an endpoint failing for days
-/// leaves millions of stored retries. A paused webhook holds none of them
-/// and an ordered one only the oldest `WINDOW`. An actor restarting counts
-/// its stored queue a chunk at a time, so the other webhooks on its
-/// delivery thread go on meanwhile; deleting the webhook removes the queue
-/// in the background.
+/// leaves millions of stored retries. A paused webhook holds none of them,
+/// an enabled one parks them (indexed by due time in sled), and an ordered
+/// one holds only the oldest `WINDOW`. An actor restarting counts its
+/// stored queue a chunk at a time, so the other webhooks on its delivery
+/// thread go on meanwhile; deleting the webhook removes the queue in the
+/// background.
 #[actix_web::test]
 async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_delete() {
     use hookrelay::actors::delivery::{Holding, WINDOW};
@@ -685,8 +686,8 @@ async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_dele
     // new events).
     let paused = Holding {
         outstanding: STORED,
+        held: 0,
         parked: 0,
-        stored_only: STORED,
     };
     eventually("A's whole queue counted", WAIT, async || {
         (depth().await == Some(paused)).then_some(())
@@ -694,10 +695,19 @@ async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_dele
     .await;
     assert_eq!(reported().await, Some(STORED), "and reported");
 
-    let resumed_in_order = json!({"active": true, "ordered": true});
-    assert_eq!(patch_a(resumed_in_order).await, 200);
+    assert_eq!(patch_a(json!({"active": true})).await, 200);
+    let all_parked = Holding {
+        parked: STORED,
+        ..paused
+    };
+    eventually("A's retries all parked", WAIT, async || {
+        (depth().await == Some(all_parked)).then_some(())
+    })
+    .await;
+
+    assert_eq!(patch_a(json!({"ordered": true})).await, 200);
     let oldest_held = Holding {
-        stored_only: STORED - WINDOW,
+        held: WINDOW,
         ..paused
     };
     eventually("A holds the oldest WINDOW, in order", WAIT, async || {
@@ -769,8 +779,8 @@ async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
     assert!(crashed, "restarted, it counts what is stored");
     let all_stored = Holding {
         outstanding: BACKLOG,
+        held: 0,
         parked: 0,
-        stored_only: BACKLOG,
     };
     eventually("the backlog counted", WAIT, async || {
         (depth().await == Some(all_stored)).then_some(())
@@ -793,8 +803,8 @@ async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
     assert!(arrived == in_order, "in event order");
     let empty = Holding {
         outstanding: 0,
+        held: 0,
         parked: 0,
-        stored_only: 0,
     };
     eventually("nothing left", WAIT, async || {
         (depth().await == Some(empty) && s.app_store.queue_len() == 0).then_some(())
@@ -846,12 +856,15 @@ async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
     assert_eq!(store.unsettled_count(), unsettled, "yet settled");
 }
 
-/// A retry due more than a minute ahead waits in sled, with only its due
-/// time in memory (see `actors/delivery.rs`): it is still sent when due,
-/// signed and numbered as any other, and still when its webhook turns
-/// ordered meanwhile (which reads it back into memory at once).
+/// A retry due more than a minute ahead is parked: it waits in sled alone,
+/// indexed by its due time (see `actors/delivery.rs`). It is still sent
+/// when due, signed and numbered as any other: after its actor restarts,
+/// and when its webhook turns ordered meanwhile (which reads it back into
+/// memory at once).
 #[actix_web::test]
 async fn a_retry_due_minutes_ahead_is_sent_when_due() {
+    use hookrelay::actors::delivery::Holding;
+    use hookrelay::actors::registry::{CrashActor, QueueDepth};
     const DELAY_MS: u64 = 61_000; // past the one minute after which retries park
     let s = TestServer::start_with(|c| {
         c.delivery.retry_schedule_ms = vec![100, DELAY_MS];
@@ -859,29 +872,64 @@ async fn a_retry_due_minutes_ahead_is_sent_when_due() {
     })
     .await;
     let (org, key) = s.org("acme", "organisation", None).await;
-    let (plain, turned) = (Receiver::start().await, Receiver::start().await);
+    let receivers = [
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    ];
+    let [plain, turned, restarted] = &receivers;
     let mut hooks = Vec::new();
-    for rx in [&plain, &turned] {
+    for rx in &receivers {
         rx.fail_first(2);
         hooks.push(s.webhook(&key, &rx.url, json!(["*"])).await);
     }
+    let ids: Vec<uuid::Uuid> = (hooks.iter())
+        .map(|h| h["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let depth = async |webhook_id| s.registry.send(QueueDepth { webhook_id }).await.unwrap();
     s.ingest(&key, &desktop_event(APP, &org)).await;
     eventually("two failed attempts each", WAIT, async || {
-        (plain.count() == 2 && turned.count() == 2).then_some(())
+        receivers.iter().all(|rx| rx.count() == 2).then_some(())
     })
     .await;
-    let path = format!("/v1/webhooks/{}", hooks[1]["id"].as_str().unwrap());
+    let parked = Holding {
+        outstanding: 1,
+        held: 0,
+        parked: 1,
+    };
+    for &id in &ids {
+        eventually("the retry parked", WAIT, async || {
+            (depth(id).await == Some(parked)).then_some(())
+        })
+        .await;
+    }
+    let crashed = s.registry.send(CrashActor { webhook_id: ids[2] });
+    assert!(crashed.await.unwrap());
+    eventually("parked still, after the restart", WAIT, async || {
+        (depth(ids[2]).await == Some(parked)).then_some(())
+    })
+    .await;
+    let path = format!("/v1/webhooks/{}", ids[1]);
     let (status, _) = s
         .call("PATCH", &path, Some(&key), Some(json!({"ordered": true})))
         .await;
     assert_eq!(status, 200);
+    let read_back = Holding {
+        held: 1,
+        parked: 0,
+        ..parked
+    };
+    eventually("read back, ordered", WAIT, async || {
+        (depth(ids[1]).await == Some(read_back)).then_some(())
+    })
+    .await;
 
     let limit = Duration::from_millis(DELAY_MS) + WAIT;
     eventually("each third attempt", limit, async || {
-        (plain.count() == 3 && turned.count() == 3).then_some(())
+        receivers.iter().all(|rx| rx.count() == 3).then_some(())
     })
     .await;
-    for (rx, hook) in [(&plain, &hooks[0]), (&turned, &hooks[1])] {
+    for (rx, hook) in [plain, turned, restarted].into_iter().zip(&hooks) {
         let third = rx.all().pop().unwrap();
         let secret = hook["secret"].as_str().unwrap();
         let ts = third.header("x-webhook-timestamp").unwrap();
