@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
@@ -164,26 +164,31 @@ impl Application {
         let mut server = actix_web::rt::spawn(self.server);
         let signal = shutdown_signal();
         futures_util::pin_mut!(signal);
-        let served = match futures_util::future::select(&mut server, signal).await {
-            futures_util::future::Either::Left((served, _)) => served,
+        let grace = self.grace;
+        let (served, deadline) = match futures_util::future::select(&mut server, signal).await {
+            futures_util::future::Either::Left((served, _)) => (served, Instant::now() + grace),
             futures_util::future::Either::Right((signal, _)) => {
+                let deadline = Instant::now() + grace;
                 log::info!(
                     "{signal} received: shutting down within {} s",
-                    self.grace.as_secs()
+                    grace.as_secs()
                 );
                 self.broadcaster.do_send(CloseAll);
-                let drained =
-                    actix_web::rt::time::timeout(self.grace, self.registry.send(DrainAll));
+                // Draining may take the grace period but for a fifth (at
+                // most 2 s), left for the actors to store what they hold.
+                let drain_for = grace - (grace / 5).min(Duration::from_secs(2));
+                let drained = actix_web::rt::time::timeout(drain_for, self.registry.send(DrainAll));
                 let (_, drained) = futures_util::join!(handle.stop(true), drained);
                 if drained.is_err() {
                     log::warn!(
                         "delivery attempts still in flight after the grace period will be retried"
                     );
                 }
-                server.await
+                (server.await, deadline)
             }
         };
-        let stopped = actix_web::rt::time::timeout(self.grace, self.registry.send(StopAll)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stopped = actix_web::rt::time::timeout(left, self.registry.send(StopAll)).await;
         if !matches!(stopped, Ok(Ok(()))) {
             log::warn!(
                 "delivery actors did not all stop in time; the next start recovers what they held"
