@@ -200,6 +200,8 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status answered (0 until the answer is chosen).
+    pub status: u16,
 }
 
 impl Received {
@@ -256,11 +258,16 @@ impl Receiver {
                                 (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
                             })
                             .collect();
-                        s.lock().unwrap().push(Received {
-                            path: req.path().to_string(),
-                            headers,
-                            body: body.to_vec(),
-                        });
+                        let index = {
+                            let mut seen = s.lock().unwrap();
+                            seen.push(Received {
+                                path: req.path().to_string(),
+                                headers,
+                                body: body.to_vec(),
+                                status: 0,
+                            });
+                            seen.len() - 1
+                        };
                         let delay = b.delay_ms.load(SeqCst);
                         if delay > 0 {
                             actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
@@ -276,6 +283,7 @@ impl Receiver {
                             .unwrap()
                             .pop_front()
                             .unwrap_or((status, vec![]));
+                        s.lock().unwrap()[index].status = status;
                         let mut answer = HttpResponse::build(
                             actix_web::http::StatusCode::from_u16(status).unwrap(),
                         );
