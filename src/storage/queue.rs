@@ -159,19 +159,22 @@ impl Store {
     /// NB: a webhook's record is stored before anything can be queued for
     /// it, so one created meanwhile is never mistaken for deleted.
     pub fn purge_orphan_deliveries(&self) -> Result<usize> {
-        let mut removed = [0, 0];
-        for (tree, n) in [&self.inner.queue, &self.inner.parked]
-            .iter()
-            .zip(&mut removed)
-        {
-            for owner in owners(tree) {
-                let owner = owner?;
-                if !self.inner.webhooks.contains_key(&owner)? {
-                    *n += remove_prefix(tree, &owner)?;
-                }
+        let removed = self.purge_orphans(&self.inner.queue)?;
+        self.purge_orphans(&self.inner.parked)?; // index entries only
+        Ok(removed)
+    }
+
+    /// Removes the keys of `tree` (keyed webhook ++ ...) whose webhook no
+    /// longer exists; returns how many.
+    fn purge_orphans(&self, tree: &sled::Tree) -> Result<usize> {
+        let mut removed = 0;
+        for owner in owners(tree) {
+            let owner = owner?;
+            if !self.inner.webhooks.contains_key(&owner)? {
+                removed += remove_prefix(tree, &owner)?;
             }
         }
-        Ok(removed[0]) // the index entries are not deliveries
+        Ok(removed)
     }
 
     /// The events made before `cutoff_ms` that a queued delivery still

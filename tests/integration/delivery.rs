@@ -967,12 +967,15 @@ async fn a_backlog_past_the_window_survives_toggling_without_loss_or_repeats() {
     let s = TestServer::start_with(|c| {
         c.delivery.retry_schedule_ms = vec![100, 200, 400, 800];
         c.delivery.jitter = 0.0;
+        // No attempt times out: a receiver answers 200 to an attempt that
+        // timed out, and its retry would rightly be sent again.
+        c.delivery.timeout_ms = 30_000;
     })
     .await;
     let (org, key) = s.org("acme", "organisation", None).await;
     let rx = Receiver::start().await;
     rx.fail_first(FAILURES);
-    rx.delay(20); // slower than ingest: the backlog outgrows the window
+    rx.delay(300); // far slower than ingest: the backlog outgrows the window
     let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
     let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
     let next = std::cell::Cell::new(0);
@@ -1008,32 +1011,40 @@ async fn a_backlog_past_the_window_survives_toggling_without_loss_or_repeats() {
         toggle
     );
     assert!(past_the_window, "part of the backlog waited in sled alone");
-    // Paused and resumed while it drains: each pause lets go of what is
-    // held, each resume reads it again, with attempts still in flight.
+    // Paused and at once resumed while it drains: each pause lets go of
+    // what is held, each resume reads it again, with attempts still in
+    // flight and others just finished.
     let path = format!("/v1/webhooks/{id}");
     rx.delay(2);
-    for i in 0..40 {
-        let body = json!({"active": i % 2 == 1, "ordered": false});
-        assert_eq!(s.call("PATCH", &path, Some(&key), Some(body)).await.0, 200);
+    for _ in 0..40 {
+        for active in [false, true] {
+            let body = Some(json!({"active": active, "ordered": false}));
+            assert_eq!(s.call("PATCH", &path, Some(&key), body).await.0, 200);
+        }
         actix_web::rt::time::sleep(Duration::from_millis(30)).await;
     }
     rx.delay(0);
     let resumed = Some(json!({"active": true}));
     assert_eq!(s.call("PATCH", &path, Some(&key), resumed).await.0, 200);
-    eventually("every delivery", Duration::from_secs(120), async || {
-        (rx.delivery_ids().len() >= EVENTS).then_some(())
-    })
+    // How many 2xx answers each delivery got.
+    let delivered = || {
+        let mut ok = std::collections::HashMap::<String, usize>::new();
+        for r in rx.all().iter().filter(|r| r.status == 200) {
+            *ok.entry(r.header("x-webhook-id").unwrap().to_string())
+                .or_default() += 1;
+        }
+        ok
+    };
+    eventually(
+        "every delivery delivered",
+        Duration::from_secs(120),
+        async || (delivered().len() == EVENTS).then_some(()),
+    )
     .await;
     eventually("the queue empty", WAIT, async || {
         (s.app_store.queue_len() == 0).then_some(())
     })
     .await;
-    let mut answered_ok = std::collections::HashMap::<String, usize>::new();
-    for r in rx.all().iter().filter(|r| r.status == 200) {
-        let id = r.header("x-webhook-id").unwrap().to_string();
-        *answered_ok.entry(id).or_default() += 1;
-    }
-    assert_eq!(answered_ok.len(), EVENTS, "every delivery delivered");
-    let repeated = answered_ok.values().filter(|&&n| n > 1).count();
+    let repeated = delivered().values().filter(|&&n| n > 1).count();
     assert_eq!(repeated, 0, "none sent again once delivered");
 }
