@@ -436,13 +436,7 @@ async fn deleting_a_webhook_stops_its_deliveries_at_once_and_removes_its_queue()
             .0,
         204
     );
-    let depth = s
-        .registry
-        .send(hookrelay::actors::registry::QueueDepth {
-            webhook_id: id.parse().unwrap(),
-        })
-        .await
-        .unwrap();
+    let depth = s.depth(id.parse().unwrap()).await;
     assert_eq!(
         depth, None,
         "the webhook's actor is gone: nothing more is sent"
@@ -571,14 +565,10 @@ async fn a_restarted_actor_still_sends_the_first_attempts_it_held_in_memory() {
         0,
         "the other two wait in the actor's memory, not in the sled queue"
     );
-    let crashed = s
-        .registry
-        .send(hookrelay::actors::registry::CrashActor {
-            webhook_id: hook["id"].as_str().unwrap().parse().unwrap(),
-        })
-        .await
-        .unwrap();
-    assert!(crashed);
+    assert!(
+        s.crash_actor(hook["id"].as_str().unwrap().parse().unwrap())
+            .await
+    );
     rx.delay(0);
     eventually("all three deliveries", WAIT, async || {
         (rx.delivery_ids().len() == 3).then_some(())
@@ -597,14 +587,10 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     let (a_rx, b_rx) = (Receiver::start().await, Receiver::start().await);
     let a = s.webhook(&key, &a_rx.url, json!(["*"])).await;
     s.webhook(&key, &b_rx.url, json!(["*"])).await;
-    let crashed = s
-        .registry
-        .send(hookrelay::actors::registry::CrashActor {
-            webhook_id: a["id"].as_str().unwrap().parse().unwrap(),
-        })
-        .await
-        .unwrap();
-    assert!(crashed);
+    assert!(
+        s.crash_actor(a["id"].as_str().unwrap().parse().unwrap())
+            .await
+    );
     for _ in 0..3 {
         s.ingest(&key, &desktop_event(APP, &org)).await;
     }
@@ -624,7 +610,6 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
 #[actix_web::test]
 async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_delete() {
     use hookrelay::actors::delivery::{Holding, WINDOW};
-    use hookrelay::actors::registry::{CrashActor, QueueDepth};
     use hookrelay::domain::delivery::QueuedDelivery;
     const STORED: usize = 100_000;
     // One delivery thread, so both actors share it.
@@ -654,18 +639,11 @@ async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_dele
             })
             .unwrap();
     }
-    let depth = async || {
-        s.registry
-            .send(QueueDepth { webhook_id: a_id })
-            .await
-            .unwrap()
-    };
-    let crashed = s
-        .registry
-        .send(CrashActor { webhook_id: a_id })
-        .await
-        .unwrap();
-    assert!(crashed, "A restarts and counts its queue again");
+    let depth = async || s.depth(a_id).await;
+    assert!(
+        s.crash_actor(a_id).await,
+        "A restarts, counts its queue again"
+    );
     s.ingest(&key, &desktop_event(APP, &org)).await;
     eventually("B's delivery", WAIT, async || {
         (b_rx.count() == 1).then_some(())
@@ -735,7 +713,6 @@ async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_dele
 #[actix_web::test]
 async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
     use hookrelay::actors::delivery::{Holding, WINDOW};
-    use hookrelay::actors::registry::{CrashActor, QueueDepth};
     use hookrelay::domain::delivery::QueuedDelivery;
     const BACKLOG: usize = WINDOW + WINDOW / 2 + 100;
     let s = TestServer::start().await;
@@ -766,18 +743,11 @@ async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
             })
             .unwrap();
     }
-    let depth = async || {
-        s.registry
-            .send(QueueDepth { webhook_id: id })
-            .await
-            .unwrap()
-    };
-    let crashed = s
-        .registry
-        .send(CrashActor { webhook_id: id })
-        .await
-        .unwrap();
-    assert!(crashed, "restarted, it counts what is stored");
+    let depth = async || s.depth(id).await;
+    assert!(
+        s.crash_actor(id).await,
+        "restarted, it counts what is stored"
+    );
     let all_stored = Holding {
         outstanding: BACKLOG,
         held: 0,
@@ -872,7 +842,6 @@ async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
 #[actix_web::test]
 async fn a_retry_due_minutes_ahead_is_sent_when_due() {
     use hookrelay::actors::delivery::Holding;
-    use hookrelay::actors::registry::{CrashActor, QueueDepth};
     const DELAY_MS: u64 = 61_000; // past the one minute after which retries park
     let s = TestServer::start_with(|c| {
         c.delivery.retry_schedule_ms = vec![100, DELAY_MS];
@@ -894,7 +863,6 @@ async fn a_retry_due_minutes_ahead_is_sent_when_due() {
     let ids: Vec<uuid::Uuid> = (hooks.iter())
         .map(|h| h["id"].as_str().unwrap().parse().unwrap())
         .collect();
-    let depth = async |webhook_id| s.registry.send(QueueDepth { webhook_id }).await.unwrap();
     s.ingest(&key, &desktop_event(APP, &org)).await;
     eventually("two failed attempts each", WAIT, async || {
         receivers.iter().all(|rx| rx.count() == 2).then_some(())
@@ -907,14 +875,13 @@ async fn a_retry_due_minutes_ahead_is_sent_when_due() {
     };
     for &id in &ids {
         eventually("the retry parked", WAIT, async || {
-            (depth(id).await == Some(parked)).then_some(())
+            (s.depth(id).await == Some(parked)).then_some(())
         })
         .await;
     }
-    let crashed = s.registry.send(CrashActor { webhook_id: ids[2] });
-    assert!(crashed.await.unwrap());
+    assert!(s.crash_actor(ids[2]).await);
     eventually("parked still, after the restart", WAIT, async || {
-        (depth(ids[2]).await == Some(parked)).then_some(())
+        (s.depth(ids[2]).await == Some(parked)).then_some(())
     })
     .await;
     let path = format!("/v1/webhooks/{}", ids[1]);
@@ -928,7 +895,7 @@ async fn a_retry_due_minutes_ahead_is_sent_when_due() {
         ..parked
     };
     eventually("read back, ordered", WAIT, async || {
-        (depth(ids[1]).await == Some(read_back)).then_some(())
+        (s.depth(ids[1]).await == Some(read_back)).then_some(())
     })
     .await;
 
@@ -961,7 +928,6 @@ async fn a_retry_due_minutes_ahead_is_sent_when_due() {
 #[actix_web::test]
 async fn a_backlog_past_the_window_survives_toggling_without_loss_or_repeats() {
     use hookrelay::actors::delivery::WINDOW;
-    use hookrelay::actors::registry::QueueDepth;
     const EVENTS: usize = WINDOW + 2_000;
     const FAILURES: usize = 50;
     let s = TestServer::start_with(|c| {
@@ -996,8 +962,7 @@ async fn a_backlog_past_the_window_survives_toggling_without_loss_or_repeats() {
             let path = format!("/v1/webhooks/{id}");
             let body = json!({ "ordered": ordered });
             assert_eq!(s.call("PATCH", &path, Some(&key), Some(body)).await.0, 200);
-            let depth = s.registry.send(QueueDepth { webhook_id: id }).await;
-            let d = depth.unwrap().unwrap();
+            let d = s.depth(id).await.unwrap();
             past_the_window |= d.outstanding > d.held + d.parked;
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }

@@ -65,7 +65,6 @@ async fn metrics_need_the_admin_key_and_count_what_happened() {
 /// no attempt there is no log entry, so a counter tells the operator.
 #[actix_web::test]
 async fn a_delivery_whose_event_is_gone_is_dropped_and_counted() {
-    use hookrelay::actors::registry::CrashActor;
     use hookrelay::domain::delivery::QueuedDelivery;
     let s = TestServer::start().await;
     let (_, key) = s.org("acme", "organisation", None).await;
@@ -84,7 +83,7 @@ async fn a_delivery_whose_event_is_gone_is_dropped_and_counted() {
             only_in_event: false,
         })
         .unwrap();
-    let restarted = s.registry.send(CrashActor { webhook_id }).await.unwrap();
+    let restarted = s.crash_actor(webhook_id).await;
     assert!(restarted, "the actor reloads its queue, with the orphan");
     eventually(
         "the delivery dropped",

@@ -53,6 +53,22 @@ impl TestServer {
         server
     }
 
+    /// What a webhook's delivery actor holds (`None`: no actor).
+    pub async fn depth(
+        &self,
+        webhook_id: uuid::Uuid,
+    ) -> Option<hookrelay::actors::delivery::Holding> {
+        let asked = hookrelay::actors::registry::QueueDepth { webhook_id };
+        self.registry.send(asked).await.unwrap()
+    }
+
+    /// Panics a webhook's delivery actor, which its supervisor restarts
+    /// from what sled holds; false if it has no actor.
+    pub async fn crash_actor(&self, webhook_id: uuid::Uuid) -> bool {
+        let crash = hookrelay::actors::registry::CrashActor { webhook_id };
+        self.registry.send(crash).await.unwrap()
+    }
+
     pub async fn app_broadcaster_stats(&self) -> hookrelay::actors::broadcaster::FeedStats {
         self.broadcaster
             .send(hookrelay::actors::broadcaster::Stats)
