@@ -525,13 +525,18 @@ impl DeliveryActor {
     /// One beyond the reach is left to be read in its turn, in event order.
     fn unpark_due(&mut self, now: u64) {
         let room = WINDOW.saturating_sub(self.queue.len()).min(LOAD_CHUNK);
-        let store = self.shared.store.clone();
-        let due = store
+        let due = match self
+            .shared
+            .store
             .take_due_parked(self.webhook_id, now, room)
-            .unwrap_or_else(|e| {
+        {
+            Ok(due) => due,
+            Err(e) => {
                 log::error!("webhook {}: cannot unpark: {e}", self.webhook_id);
-                Vec::new()
-            });
+                self.next_parked = Some(now + 1000); // try again in a second
+                return;
+            }
+        };
         let end = self.reach_end();
         for d in due {
             let within = self.reach == Reach::All || Some(d.id) <= end;

@@ -118,10 +118,11 @@ impl Store {
     }
 
     /// Removes a webhook and its index entry, and then, on a thread of its
-    /// own, its queue (with its parked retries) and its log. Once the record is gone nothing routes
-    /// to the webhook and its actor stops, so nothing more is sent; but an
-    /// endpoint failing for days leaves millions of queued retries and log
-    /// batches, which took the DELETE request tens of seconds to remove.
+    /// own, its queue (with its parked retries) and its log. Once the
+    /// record is gone nothing routes to the webhook and its actor stops, so
+    /// nothing more is sent; but an endpoint failing for days leaves
+    /// millions of queued retries and log batches, which took the DELETE
+    /// request tens of seconds to remove.
     /// What a stop leaves of them, start-up (the queue) and the retention
     /// sweep (the log) purge.
     ///
