@@ -12,7 +12,9 @@
 //! at all: an upper bound on (b) and (c) while every event and attempt
 //! goes to sled; and (g) a bare relay: the same HTTP stack answering 202
 //! and forwarding each request with awc, storing nothing: an upper bound on
-//! (b) from HTTP alone.
+//! (b) from HTTP alone; and (h) the memory of a backlog: the release
+//! binary's RSS with 100,000 events waiting behind an ordered webhook's
+//! dead endpoint, against the same events delivered.
 //! Loopback only; every loop is bounded in count and time.
 
 use std::cell::RefCell;
@@ -243,88 +245,138 @@ async fn latency(h: &Hookrelay, seen: &Seen, rate: f64, events: usize) -> (f64, 
     (pct(0.50), pct(0.99), *ms.last().unwrap())
 }
 
-/// (e) The release binary with 10,000 webhooks: (peak RSS MB, restart s).
-async fn ten_thousand_webhooks() -> Option<(f64, f64)> {
+/// The release binary, started as a child on a free loopback port with
+/// `env`, storing in `dir`: (child, base URL), or `None` if not built.
+fn spawn_release(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Option<(std::process::Child, String)> {
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/hookrelay");
     if !bin.exists() {
-        eprintln!("(e) skipped: build target/release/hookrelay first (cargo build --release)");
+        eprintln!("(e), (h) skipped: build target/release/hookrelay first (cargo build --release)");
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let spawn = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(&bin)
-            .current_dir(dir.path())
-            .env("HOOKRELAY_SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("HOOKRELAY_STORAGE__PATH", dir.path().join("data"))
-            .env("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap();
-        (child, format!("http://127.0.0.1:{port}"))
-    };
-    // Ready means serving HTTP with every webhook's actor started.
-    let wait_ready = |base: &str, actors: u64| {
-        let base = base.to_string();
-        async move {
-            let client = awc::Client::default();
-            let start = Instant::now();
-            while start.elapsed() < LIMIT {
-                if let Ok(mut r) = client.get(format!("{base}/healthz")).send().await {
-                    let health: Value = r.json().await.unwrap_or_default();
-                    if health["webhook_actors"].as_u64() == Some(actors) {
-                        return start.elapsed().as_secs_f64();
-                    }
-                }
-                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-            }
-            f64::NAN
-        }
-    };
-    let (mut child, base) = spawn();
-    wait_ready(&base, 0).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(&bin)
+        .current_dir(dir)
+        .env("HOOKRELAY_SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("HOOKRELAY_STORAGE__PATH", dir.join("data"))
+        .env("HOOKRELAY_AUTH__ADMIN_KEY", ADMIN)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    Some((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// Ready means serving HTTP with `actors` webhook actors started; how
+/// long that took (s).
+async fn wait_ready(base: &str, actors: u64) -> f64 {
     let client = awc::Client::default();
-    let mut r = client
+    let start = Instant::now();
+    while start.elapsed() < LIMIT {
+        if let Ok(mut r) = client.get(format!("{base}/healthz")).send().await {
+            let health: Value = r.json().await.unwrap_or_default();
+            if health["webhook_actors"].as_u64() == Some(actors) {
+                return start.elapsed().as_secs_f64();
+            }
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    f64::NAN
+}
+
+/// A child's resident memory (MB): `field` is `VmRSS` (now) or `VmHWM`
+/// (peak).
+fn memory_mb(child: &std::process::Child, field: &str) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_default();
+    let kb = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kb| kb.parse::<f64>().ok());
+    kb.map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A new organisation's (id, API key).
+async fn organisation(base: &str) -> (String, String) {
+    let mut r = awc::Client::default()
         .post(format!("{base}/v1/organisations"))
         .insert_header(("authorization", format!("Bearer {ADMIN}")))
-        .send_json(&json!({"name": "many", "kind": "organisation"}))
+        .send_json(&json!({"name": "bench", "kind": "organisation"}))
         .await
         .unwrap();
     let org: Value = r.json().await.unwrap();
-    let key = org["api_key"].as_str().unwrap().to_string();
-    let next = AtomicUsize::new(0);
+    (
+        org["id"].as_str().unwrap().into(),
+        org["api_key"].as_str().unwrap().into(),
+    )
+}
+
+/// `n` POSTs of `body` to `url`, 16 at a time, each answered `status`.
+async fn post_many(url: &str, key: &str, body: &[u8], n: usize, status: u16) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let (next, start) = (AtomicUsize::new(0), Instant::now());
     join_all((0..16).map(|_| async {
-        while next.fetch_add(1, Ordering::Relaxed) < 10_000 {
-            let body = serde_json::to_vec(&json!({"name": "w", "url": "https://example.com/hook", "events": ["*"], "active": false})).unwrap();
-            assert_eq!(post(&client, &format!("{base}/v1/webhooks"), Some(&key), body).await, 201);
+        while next.fetch_add(1, Ordering::Relaxed) < n && start.elapsed() < LIMIT {
+            assert_eq!(post(&client, url, Some(key), body.to_vec()).await, status);
         }
     }))
     .await;
+}
+
+/// (e) The release binary with 10,000 webhooks: (peak RSS MB, restart s).
+async fn ten_thousand_webhooks() -> Option<(f64, f64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn_release(dir.path(), &[])?;
+    wait_ready(&base, 0).await;
+    let (_, key) = organisation(&base).await;
+    let webhook =
+        json!({"name": "w", "url": "https://example.com/hook", "events": ["*"], "active": false});
+    let body = serde_json::to_vec(&webhook).unwrap();
+    post_many(&format!("{base}/v1/webhooks"), &key, &body, 10_000, 201).await;
     child.kill().ok();
     child.wait().ok();
-    let (mut child, base) = spawn();
+    let (mut child, base) = spawn_release(dir.path(), &[])?;
     let started = wait_ready(&base, 10_000).await;
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.to_string())
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN);
+    let rss = memory_mb(&child, "VmHWM:");
     child.kill().ok();
     child.wait().ok();
     Some((rss, started))
+}
+
+/// (h) A backlog's memory: the release binary's RSS (MB) once 100,000
+/// events have been ingested for one webhook at `url`. Against a dead
+/// endpoint (nothing listens) with `ordered`, all of them wait behind the
+/// head; against the benchmark's receiver they are delivered as they come:
+/// the same writes without a backlog, the baseline. A backlog held in
+/// memory would cost about 300 bytes a delivery: 29 MB more.
+async fn memory_after_ingest(url: &str, ordered: bool) -> Option<f64> {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HOOKRELAY_DELIVERY__ALLOW_PRIVATE_TARGETS", "true")];
+    let (mut child, base) = spawn_release(dir.path(), &env)?;
+    wait_ready(&base, 0).await;
+    let (org, key) = organisation(&base).await;
+    let webhook = json!({"name": "h", "url": url, "events": ["*"], "ordered": ordered});
+    let (client, hooks) = (awc::Client::default(), format!("{base}/v1/webhooks"));
+    let body = serde_json::to_vec(&webhook).unwrap();
+    assert_eq!(post(&client, &hooks, Some(&key), body).await, 201);
+    let body = serde_json::to_vec(&event(&org, 0)).unwrap();
+    post_many(&format!("{base}/v1/events"), &key, &body, 100_000, 202).await;
+    let rss = memory_mb(&child, "VmRSS:");
+    child.kill().ok();
+    child.wait().ok();
+    Some(rss)
 }
 
 /// (f) The store alone, as (b) and (c) use it: per event a durable ingest
@@ -528,6 +580,15 @@ fn main() {
             rows.push(match ten_thousand_webhooks().await {
                 Some((rss, secs)) => format!("| (e) 10,000 webhooks | peak RSS {rss:.0} MB, ready in {secs:.2} s | < 150 MB, < 2 s |"),
                 None => "| (e) 10,000 webhooks | skipped (no release binary) | < 150 MB, < 2 s |".into(),
+            });
+        }
+        if wanted("h") {
+            // Port 9 (discard) on loopback: nothing listens there.
+            let backlog = memory_after_ingest("http://127.0.0.1:9/", true).await;
+            let delivered = memory_after_ingest(&url, false).await;
+            rows.push(match (backlog, delivered) {
+                (Some(b), Some(d)) => format!("| (h) RSS after 100,000 events for one webhook: all waiting behind an ordered webhook's dead endpoint, against all delivered | {b:.0} MB against {d:.0} MB ({:.2}×) | context |", b / d),
+                _ => "| (h) a backlog's memory | skipped (no release binary) | context |".into(),
             });
         }
         rows.sort(); // by measure letter
