@@ -592,7 +592,7 @@ impl DeliveryActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.report_depth();
         if self.load != Load::Done {
-            return; // the load, or the read-back, pumps when it is done
+            return; // the read under way pumps when it is done
         }
         if self.draining.is_some() {
             return self.finish_drain();
