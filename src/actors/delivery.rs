@@ -408,12 +408,17 @@ impl DeliveryActor {
         }
     }
 
-    /// Holds `d`, or leaves it to sled alone (storing it there if it was
-    /// only in its event's record) and counts it there.
-    fn admit(&mut self, mut d: QueuedDelivery) {
+    /// Holds `d`, or leaves it to sled alone.
+    fn admit(&mut self, d: QueuedDelivery) {
         if self.holds(d.id) {
             return self.insert(d);
         }
+        self.leave_in_sled(d);
+    }
+
+    /// Stores `d` in the queue tree if it was only in its event's record,
+    /// and counts it among those beyond the reach.
+    fn leave_in_sled(&mut self, mut d: QueuedDelivery) {
         Self::store_in_queue(&self.shared.store, &mut d);
         self.beyond += 1;
     }
@@ -960,7 +965,7 @@ impl Handler<Enqueue> for DeliveryActor {
                 // A stored one made before the queue was last read to its
                 // end was counted then.
                 if d.only_in_event || d.created_at > act.loaded_until {
-                    act.admit(d);
+                    act.leave_in_sled(d);
                 }
                 return act.report_depth();
             }
