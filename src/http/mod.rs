@@ -60,11 +60,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics::metrics))
         .configure(crate::dashboard::routes)
         .service(
+            // Ingest first: the router tries resources in order, and the
+            // others' path patterns cost a regex match each.
             web::scope("/v1")
+                .configure(events::routes)
                 .configure(organisations::routes)
                 .configure(webhooks::routes)
                 .configure(deliveries::routes)
-                .configure(events::routes)
                 .configure(simulations::routes)
                 .configure(feed::routes)
                 .route("/event-types", web::get().to(webhooks::event_types))
