@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{start_hookrelay, Hookrelay, ADMIN};
+use support::{organisation, start_hookrelay, Hookrelay, ADMIN};
 
 const CONCURRENCY: usize = 32;
 const LIMIT: Duration = Duration::from_secs(120);
@@ -304,21 +304,6 @@ fn memory_mb(child: &std::process::Child, field: &str) -> f64 {
         .nth(1)
         .and_then(|kb| kb.parse::<f64>().ok());
     kb.map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// A new organisation's (id, API key).
-async fn organisation(base: &str) -> (String, String) {
-    let mut r = awc::Client::default()
-        .post(format!("{base}/v1/organisations"))
-        .insert_header(("authorization", format!("Bearer {ADMIN}")))
-        .send_json(&json!({"name": "bench", "kind": "organisation"}))
-        .await
-        .unwrap();
-    let org: Value = r.json().await.unwrap();
-    (
-        org["id"].as_str().unwrap().into(),
-        org["api_key"].as_str().unwrap().into(),
-    )
 }
 
 /// `n` POSTs of `body` to `url`, 16 at a time, each answered `status`.

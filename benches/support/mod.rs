@@ -26,6 +26,17 @@ pub async fn start_hookrelay() -> Hookrelay {
     let app = Application::build(c).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
+    let (org, key) = organisation(&base).await;
+    Hookrelay {
+        base,
+        org,
+        key,
+        _dir: dir,
+    }
+}
+
+/// A new organisation's (id, API key) on the server at `base`.
+pub async fn organisation(base: &str) -> (String, String) {
     let mut r = awc::Client::default()
         .post(format!("{base}/v1/organisations"))
         .insert_header(("authorization", format!("Bearer {ADMIN}")))
@@ -33,10 +44,8 @@ pub async fn start_hookrelay() -> Hookrelay {
         .await
         .unwrap();
     let org: Value = r.json().await.unwrap();
-    Hookrelay {
-        base,
-        org: org["id"].as_str().unwrap().into(),
-        key: org["api_key"].as_str().unwrap().into(),
-        _dir: dir,
-    }
+    (
+        org["id"].as_str().unwrap().into(),
+        org["api_key"].as_str().unwrap().into(),
+    )
 }

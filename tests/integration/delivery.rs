@@ -757,8 +757,6 @@ async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
         (depth().await == Some(all_stored)).then_some(())
     })
     .await;
-    let mut in_order: Vec<uuid::Uuid> = queued.clone();
-    in_order.sort(); // the queue's order: ids are made in time order
     let stored = s.app_store.queued_deliveries(id).unwrap();
     let ours: std::collections::HashSet<_> = queued.iter().collect();
     let stray: Vec<_> = (stored.iter()).filter(|d| !ours.contains(&d.id)).collect();
@@ -767,7 +765,9 @@ async fn an_ordered_backlog_longer_than_the_window_arrives_once_in_order() {
         "{} stored, not queued here: {stray:?}",
         stored.len()
     );
-    let in_order: Vec<String> = in_order.iter().map(|id| id.to_string()).collect();
+    // The queue's order: v7 ids, and so their text, sort in time order.
+    let mut in_order: Vec<String> = queued.iter().map(|id| id.to_string()).collect();
+    in_order.sort();
 
     assert_eq!(patch(json!({"active": true})).await, 200);
     eventually("the whole backlog", Duration::from_secs(120), async || {
