@@ -2,10 +2,13 @@
 //! Pure functions: the same code signs live deliveries, retries and
 //! simulations.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::domain::delivery::Header;
 use crate::domain::webhook::SignatureScheme;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -31,9 +34,14 @@ fn hex_lower(digest: [u8; 32]) -> String {
 /// `hex(HMAC_SHA256(timestamp + "." + body, secret))`, keyed by the secret
 /// string's UTF-8 bytes as the seed receivers do.
 pub fn trackpilots_signature(secret: &str, timestamp_ms: u64, body: &[u8]) -> String {
+    signed_with_timestamp(secret, &timestamp_ms.to_string(), body)
+}
+
+/// The same, with the timestamp already written out (as it is sent).
+fn signed_with_timestamp(secret: &str, timestamp_ms: &str, body: &[u8]) -> String {
     hex_lower(hmac(
         secret.as_bytes(),
-        &[timestamp_ms.to_string().as_bytes(), b".", body],
+        &[timestamp_ms.as_bytes(), b".", body],
     ))
 }
 
@@ -71,37 +79,47 @@ pub struct SignInput<'a> {
 }
 
 /// The delivery headers, lower-case names, in the order they are sent.
-/// The names are static so that sending need not parse them.
-pub fn delivery_headers(input: &SignInput<'_>) -> Vec<(&'static str, String)> {
-    let ts = input.timestamp_ms;
-    let mut headers = vec![
-        ("content-type", "application/json".to_string()),
-        ("user-agent", USER_AGENT.to_string()),
-        ("x-webhook-id", input.delivery_id.to_string()),
-        ("x-webhook-event", input.event.to_string()),
-        ("x-webhook-timestamp", ts.to_string()),
-        (
-            "x-webhook-signature",
-            trackpilots_signature(input.secret, ts, input.body),
-        ),
-    ];
+/// Names and fixed values are static: an attempt allocates only the four
+/// values that are its own.
+pub fn delivery_headers(input: &SignInput<'_>) -> Vec<Header> {
+    let ts = input.timestamp_ms.to_string();
+    let signature = signed_with_timestamp(input.secret, &ts, input.body);
+    let mut headers: Vec<Header> = Vec::with_capacity(9);
+    headers.extend([
+        fixed("content-type", "application/json"),
+        fixed("user-agent", USER_AGENT),
+        own("x-webhook-id", input.delivery_id.to_string()),
+        own("x-webhook-event", input.event.to_string()),
+        own("x-webhook-timestamp", ts),
+        own("x-webhook-signature", signature),
+    ]);
     match input.scheme {
         SignatureScheme::Trackpilots => {}
-        SignatureScheme::Trackelio => headers.push((
+        SignatureScheme::Trackelio => headers.push(own(
             "x-trackelio-signature",
             trackelio_signature(input.secret, input.body),
         )),
         SignatureScheme::StandardWebhooks => {
-            let secs = ts / 1000;
-            headers.push(("webhook-id", input.delivery_id.to_string()));
-            headers.push(("webhook-timestamp", secs.to_string()));
-            headers.push((
-                "webhook-signature",
-                standard_webhooks_signature(input.secret, input.delivery_id, secs, input.body),
-            ));
+            let secs = input.timestamp_ms / 1000;
+            headers.extend([
+                own("webhook-id", input.delivery_id.to_string()),
+                own("webhook-timestamp", secs.to_string()),
+                own(
+                    "webhook-signature",
+                    standard_webhooks_signature(input.secret, input.delivery_id, secs, input.body),
+                ),
+            ]);
         }
     }
     headers
+}
+
+fn fixed(name: &'static str, value: &'static str) -> Header {
+    (Cow::Borrowed(name), Cow::Borrowed(value))
+}
+
+fn own(name: &'static str, value: String) -> Header {
+    (Cow::Borrowed(name), Cow::Owned(value))
 }
 
 #[cfg(test)]
@@ -140,10 +158,11 @@ mod tests {
         );
     }
 
-    /// Sending builds each name with `HeaderName::from_static`, which
-    /// panics on anything but a valid lower-case name.
+    /// Sending builds each static name and value with `from_static`, which
+    /// panics on anything but a valid (for names, lower-case) one.
     #[test]
     fn every_scheme_names_its_headers_validly_in_lower_case() {
+        use actix_web::http::header::{HeaderName, HeaderValue};
         for scheme in [
             SignatureScheme::Trackpilots,
             SignatureScheme::Trackelio,
@@ -157,9 +176,11 @@ mod tests {
                 timestamp_ms: 1716000000000,
                 body: b"{}",
             });
-            for (name, _) in headers {
-                let parsed = actix_web::http::header::HeaderName::try_from(name);
-                assert_eq!(parsed.map(|n| n.to_string()).ok().as_deref(), Some(name));
+            for (name, value) in headers {
+                assert!(matches!(name, Cow::Borrowed(_)), "{name} is static");
+                let parsed = HeaderName::try_from(name.as_ref());
+                assert_eq!(parsed.map(|n| n.to_string()).ok(), Some(name.to_string()));
+                assert!(HeaderValue::from_str(&value).is_ok(), "{name}: {value}");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Deliveries and their attempts: the queued record, the log entry of one
 //! attempt (SPEC §6), and the retry schedule as pure functions.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,11 @@ pub struct AttemptError {
     pub message: String,
 }
 
+/// One request header as sent (name, value). Names and fixed values are
+/// static, so sending and recording them allocates nothing per attempt;
+/// read back from the store, both are owned.
+pub type Header = (Cow<'static, str>, Cow<'static, str>);
+
 /// The log entry of one attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -66,7 +72,7 @@ pub struct LogEntry {
     pub response_body: String,
     pub truncated: bool,
     pub error: Option<AttemptError>,
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: Vec<Header>,
     pub attempted_at: u64,
     pub next_attempt_at: Option<u64>,
     pub simulation: bool,
@@ -110,7 +116,7 @@ pub struct AttemptResult {
     pub response_body: String,
     pub truncated: bool,
     pub error: Option<AttemptError>,
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: Vec<Header>,
     pub attempted_at: u64,
     /// A `Retry-After` on 429/503, in ms.
     pub retry_after_ms: Option<u64>,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::webhooks::visible_webhook;
 use super::{check_limit, parse_id, AppState};
 use crate::clock::{self, now_ms};
-use crate::domain::delivery::{AttemptError, LogEntry, Outcome, QueuedDelivery};
+use crate::domain::delivery::{AttemptError, Header, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::organisation::Caller;
 use crate::error::{ApiError, ErrorBody};
 
@@ -73,8 +73,11 @@ pub struct RedeliverOut {
     event_id: Uuid,
 }
 
-pub fn headers_object(headers: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
-    headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
+pub fn headers_object(headers: &[Header]) -> serde_json::Map<String, serde_json::Value> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect()
 }
 
 impl From<LogEntry> for LogEntryOut {

@@ -11,6 +11,7 @@
 //! to again (a deleted webhook, a changed URL) stay open, and hold a file,
 //! until their pool is dropped. Retiring the pool drops them.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -26,7 +27,7 @@ use futures_util::StreamExt;
 use super::ssrf;
 use crate::clock;
 use crate::domain::delivery::{
-    parse_retry_after, truncate_body, AttemptError, AttemptResult, ErrorKind,
+    parse_retry_after, truncate_body, AttemptError, AttemptResult, ErrorKind, Header,
 };
 use crate::domain::webhook::Webhook;
 use crate::signing::{delivery_headers, SignInput};
@@ -228,14 +229,8 @@ pub async fn deliver(
 }
 
 /// Sends one POST and reports what came of it. Never fails: every problem
-/// is an `AttemptResult` with an error kind. NB: the header names must be
-/// lower case, as `HeaderName::from_static` requires; `delivery_headers`'
-/// are.
-async fn send(
-    endpoint: &Endpoint,
-    headers: Vec<(&'static str, String)>,
-    body: Bytes,
-) -> AttemptResult {
+/// is an `AttemptResult` with an error kind.
+async fn send(endpoint: &Endpoint, headers: Vec<Header>, body: Bytes) -> AttemptResult {
     let attempted_at = clock::now_ms();
     let started = Instant::now();
     let settings = endpoint.settings;
@@ -255,10 +250,7 @@ async fn send(
     };
     let mut result = AttemptResult {
         latency_ms: started.elapsed().as_millis() as u64,
-        request_headers: headers
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
-            .collect(),
+        request_headers: headers,
         attempted_at,
         ..Default::default()
     };
@@ -286,14 +278,14 @@ type Exchange = Result<(u16, Option<u64>, Vec<u8>), AttemptError>;
 async fn exchange(
     settings: ClientSettings,
     request: &awc::FrozenClientRequest,
-    headers: &[(&'static str, String)],
+    headers: &[Header],
     body: Bytes,
 ) -> Exchange {
     let mut extra = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value = HeaderValue::from_str(value)
-            .map_err(|e| attempt_error(ErrorKind::Http, &e.to_string()))?;
-        extra.insert(HeaderName::from_static(name), value);
+    for h in headers {
+        let (name, value) =
+            header(h).map_err(|e| attempt_error(ErrorKind::Http, &e.to_string()))?;
+        extra.insert(name, value);
     }
     let sent = request.extra_headers(extra).send_body(body);
     let mut resp = sent.await.map_err(classify)?;
@@ -315,6 +307,21 @@ async fn exchange(
         }
     }
     Ok((status, retry_after, raw))
+}
+
+/// A header for awc, without parsing or copying what is static. NB: a
+/// static name must be lower case, as `HeaderName::from_static` requires;
+/// `delivery_headers`' are.
+fn header((name, value): &Header) -> Result<(HeaderName, HeaderValue), Box<dyn StdError>> {
+    let name = match name {
+        Cow::Borrowed(n) => HeaderName::from_static(n),
+        Cow::Owned(n) => HeaderName::from_bytes(n.as_bytes())?,
+    };
+    let value = match value {
+        Cow::Borrowed(v) => HeaderValue::from_static(v),
+        Cow::Owned(v) => HeaderValue::from_str(v)?,
+    };
+    Ok((name, value))
 }
 
 fn literal_ip_blocked(url: &str, allow_private: bool) -> Option<AttemptError> {
