@@ -6,7 +6,9 @@
 //!     at half the sustained rate of (b); (e) peak RSS and start-up time of
 //!     the release binary with 10,000 registered webhooks.
 //! (b) and (c) are reported as ratios to (a), and (a), (b) and (c) also as
-//! the process's CPU time per request or delivery. For context it measures
+//! the process's CPU time per request or delivery, with the receiver's
+//! part of it (it grows with each request's headers and with the number of
+//! threads and connections sharing the cores). For context it measures
 //! (f) the storage alone: hookrelay's own store doing (b)'s and (c)'s
 //! writes and flushes at the same concurrency on every core, with no HTTP
 //! at all: an upper bound on (b) and (c) while every event and attempt
@@ -19,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,8 @@ async fn receiver() -> (String, Arc<Seen>) {
                 let s = s.clone();
                 async move {
                     s.count.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: gettid has no preconditions.
+                    RECEIVER_THREAD.store(unsafe { libc::gettid() }, Ordering::Relaxed);
                     if let Some(seq) = seq_of(&body).filter(|&q| q > 0) {
                         s.arrivals.lock().unwrap().push((seq, Instant::now()));
                     }
@@ -104,13 +108,13 @@ async fn post(client: &awc::Client, url: &str, key: Option<&str>, body: Vec<u8>)
     }
 }
 
-/// (a) The receiver hit directly: (requests/s, µs of CPU per request).
-async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> (f64, f64) {
+/// (a) The receiver hit directly: (requests/s, CPU per request).
+async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> (f64, CpuPer) {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
     let (next, ok) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let (start, cpu) = (Instant::now(), cpu_seconds());
+    let (start, cpu) = (Instant::now(), Cpu::now());
     join_all((0..CONCURRENCY).map(|_| async {
         while next.fetch_add(1, Ordering::Relaxed) < total && start.elapsed() < LIMIT {
             if post(&client, url, None, body.to_vec()).await == 200 {
@@ -124,8 +128,8 @@ async fn raw_ceiling(url: &str, body: &[u8], total: usize) -> (f64, f64) {
         ok * 100 >= total * 99,
         "only {ok} of {total} direct requests succeeded"
     );
-    let cpu_us = (cpu_seconds() - cpu) * 1e6 / ok as f64;
-    (ok as f64 / start.elapsed().as_secs_f64(), cpu_us)
+    let cpu = cpu.per(ok as f64);
+    (ok as f64 / start.elapsed().as_secs_f64(), cpu)
 }
 
 async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {
@@ -141,8 +145,64 @@ async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {
     }
 }
 
-/// CPU time (user and system) used so far by this whole process: the load
-/// generator, the receiver and hookrelay alike.
+/// The receiver's one worker thread, as its latest request found it.
+static RECEIVER_THREAD: AtomicI32 = AtomicI32::new(0);
+
+/// CPU time used so far, in seconds: by the whole process (the load
+/// generator, the receiver and hookrelay alike) and by the receiver.
+#[derive(Clone, Copy)]
+struct Cpu {
+    process: f64,
+    receiver: Option<f64>,
+}
+
+/// µs of CPU per request or delivery, in all and the receiver's share
+/// (the rest is hookrelay's and the load generator's).
+#[derive(Clone, Copy)]
+struct CpuPer {
+    all: f64,
+    receiver: Option<f64>,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            process: cpu_seconds(),
+            receiver: thread_cpu_seconds(RECEIVER_THREAD.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// What was used since `self`, per one of `n`.
+    fn per(self, n: f64) -> CpuPer {
+        let now = Cpu::now();
+        let us = |s: f64| s * 1e6 / n.max(1.0);
+        CpuPer {
+            all: us(now.process - self.process),
+            receiver: self.receiver.zip(now.receiver).map(|(a, b)| us(b - a)),
+        }
+    }
+}
+
+impl CpuPer {
+    /// "N µs of CPU per `unit`, M of them the receiver's".
+    fn per_unit(&self, unit: &str) -> String {
+        let all = format!("{:.0} µs of CPU per {unit}", self.all);
+        match self.receiver {
+            Some(r) => format!("{all}, {r:.0} of them the receiver's"),
+            None => all,
+        }
+    }
+}
+
+/// On-CPU time of thread `tid` of this process (Linux's schedstat, in ns),
+/// if it can be read.
+fn thread_cpu_seconds(tid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
+}
+
+/// CPU time (user and system) used so far by this whole process.
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
@@ -158,11 +218,11 @@ fn cpu_seconds() -> f64 {
 struct Run {
     deliveries_per_s: f64,
     ingests_per_s: f64,
-    /// The process's CPU time per delivery, in µs: against (a)'s per
-    /// request, how much more work a delivery is than one bare exchange.
-    /// With both cores busy it is about 2 cores / throughput, so it moves
-    /// with throughput between runs and is no steadier a measure.
-    cpu_us_per_delivery: f64,
+    /// The process's CPU time per delivery: against (a)'s per request,
+    /// how much more work a delivery is than one bare exchange. With both
+    /// cores busy it is about 2 cores / throughput, so it moves with
+    /// throughput between runs and is no steadier a measure.
+    cpu: CpuPer,
 }
 
 /// Ingests `events` and waits for `events * fanout` receipts.
@@ -176,7 +236,7 @@ async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) ->
     let url = format!("{}/v1/events", h.base);
     // Built once, as (a)'s: the load generator shares the cores measured.
     let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
-    let (start, cpu) = (Instant::now(), cpu_seconds());
+    let (start, cpu) = (Instant::now(), Cpu::now());
     join_all((0..CONCURRENCY).map(|_| async {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +255,7 @@ async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) ->
     Run {
         deliveries_per_s: delivered / start.elapsed().as_secs_f64(),
         ingests_per_s: ingest,
-        cpu_us_per_delivery: (cpu_seconds() - cpu) * 1e6 / delivered.max(1.0),
+        cpu: cpu.per(delivered),
     }
 }
 
@@ -407,10 +467,7 @@ async fn store_writes(
             event: "desktop.app_tracking.captured",
             timestamp_ms: 1716000000000,
             body: &body,
-        })
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect(),
+        }),
         attempted_at: 1716000000000,
         ..Default::default()
     };
@@ -530,13 +587,13 @@ fn main() {
         let body = serde_json::to_vec(&event(&h.org, 0)).unwrap();
         raw_ceiling(&url, &body, 2_000).await; // warm-up
         let (raw, raw_cpu) = raw_ceiling(&url, &body, 100_000).await;
-        let mut rows = vec![format!("| (a) raw ceiling, receiver hit directly | {raw:.0} req/s ({raw_cpu:.0} µs of CPU per request) | baseline |")];
+        let mut rows = vec![format!("| (a) raw ceiling, receiver hit directly | {raw:.0} req/s ({}) | baseline |", raw_cpu.per_unit("request"))];
         if wanted("b") || wanted("d") {
             add_webhooks(&h, &url, 1).await;
             end_to_end(&h, &seen, 1_000, 1).await; // warm-up
             let run = end_to_end(&h, &seen, 40_000, 1).await;
             let one = run.deliveries_per_s;
-            rows.push(format!("| (b) hookrelay, 1 webhook | {one:.0} deliveries/s = {:.0} % of (a) (durable ingests acknowledged at {:.0}/s; {:.0} µs of CPU per delivery) | ≥ 35 % |", one / raw * 100.0, run.ingests_per_s, run.cpu_us_per_delivery));
+            rows.push(format!("| (b) hookrelay, 1 webhook | {one:.0} deliveries/s = {:.0} % of (a) (durable ingests acknowledged at {:.0}/s; {}) | ≥ 35 % |", one / raw * 100.0, run.ingests_per_s, run.cpu.per_unit("delivery")));
             if wanted("d") {
                 let (p50, p99, max) = latency(&h, &seen, one / 2.0, (one * 3.0) as usize).await;
                 rows.push(format!("| (d) ingest→receipt latency at {:.0} events/s | p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms | p99 ≤ 10 ms |", one / 2.0));
@@ -549,7 +606,7 @@ fn main() {
             // 200,000 deliveries: over fewer, (c) moved by a tenth between runs.
             let run = end_to_end(&fan, &seen, 2_000, 100).await;
             let hundred = run.deliveries_per_s;
-            rows.push(format!("| (c) hookrelay, fan-out to 100 webhooks | {hundred:.0} deliveries/s = {:.0} % of (a) ({:.0} µs of CPU per delivery) | ≥ 50 % |", hundred / raw * 100.0, run.cpu_us_per_delivery));
+            rows.push(format!("| (c) hookrelay, fan-out to 100 webhooks | {hundred:.0} deliveries/s = {:.0} % of (a) ({}) | ≥ 50 % |", hundred / raw * 100.0, run.cpu.per_unit("delivery")));
         }
         if wanted("f") {
             let one = storage_ceiling(10_000, 1);
