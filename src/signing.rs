@@ -84,6 +84,7 @@ pub struct SignInput<'a> {
 pub fn delivery_headers(input: &SignInput<'_>) -> Vec<Header> {
     let ts = input.timestamp_ms.to_string();
     let signature = signed_with_timestamp(input.secret, &ts, input.body);
+    // Six for every scheme, three more for Standard Webhooks.
     let mut headers: Vec<Header> = Vec::with_capacity(9);
     headers.extend([
         fixed("content-type", "application/json"),

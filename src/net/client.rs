@@ -309,9 +309,10 @@ async fn exchange(
     Ok((status, retry_after, raw))
 }
 
-/// A header for awc, without parsing or copying what is static. NB: a
-/// static name must be lower case, as `HeaderName::from_static` requires;
-/// `delivery_headers`' are.
+/// A header for awc, without parsing or copying what is static. NB: the
+/// `from_static` calls panic on an invalid static name (or one not in
+/// lower case) or value; `delivery_headers`' are constants, checked by
+/// its test.
 fn header((name, value): &Header) -> Result<(HeaderName, HeaderValue), Box<dyn StdError>> {
     let name = match name {
         Cow::Borrowed(n) => HeaderName::from_static(n),
