@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use super::body_cache::BodyCache;
 use super::log_buffer::LogBuffer;
-use super::log_writer::{WriteLog, Written};
+use super::log_writer::WriteLog;
 use super::DeliveryContext;
 use crate::clock::now_ms;
 use crate::domain::delivery::{AttemptResult, LogEntry, Outcome, QueuedDelivery};
@@ -379,7 +379,7 @@ impl DeliveryActor {
     fn refill(&mut self, ctx: &mut Context<Self>) {
         self.write_log();
         self.load = Load::Reading(self.reach_end());
-        let written = self.shared.log_writer.send(Written).into_actor(self);
+        let written = self.shared.log_writer.written().into_actor(self);
         ctx.wait(written.map(|_, act, ctx| act.guarded(ctx, Self::read_on)));
     }
 
@@ -871,7 +871,7 @@ impl DeliveryActor {
         if entries.is_empty() {
             return;
         }
-        self.shared.log_writer.do_send(WriteLog {
+        self.shared.log_writer.write(WriteLog {
             webhook_id: self.webhook_id,
             entries,
             finished,

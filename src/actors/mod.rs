@@ -25,7 +25,7 @@ use crate::storage::Store;
 /// delivery settings.
 pub struct DeliveryContext {
     pub store: Store,
-    pub log_writer: actix::Addr<log_writer::LogWriter>,
+    pub log_writer: log_writer::LogWriter,
     pub policy: RetryPolicy,
     pub client: ClientSettings,
     /// Every attempt holds one of these slots while it is out.

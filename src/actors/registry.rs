@@ -15,7 +15,7 @@ use actix_web::web::Bytes;
 use uuid::Uuid;
 
 use super::delivery::{self, DeliveryActor};
-use super::log_writer::{LogWriter, Written};
+use super::log_writer::LogWriter;
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
 use crate::domain::webhook::Webhook;
@@ -335,7 +335,7 @@ impl Handler<DrainAll> for Registry {
 /// Waits for every actor's reply, then for the log writer to have written
 /// every batch sent before: each answering actor handed its last entries
 /// to the writer first.
-async fn replies_then_log<F: std::future::Future>(replies: Vec<F>, log_writer: Addr<LogWriter>) {
+async fn replies_then_log<F: std::future::Future>(replies: Vec<F>, log_writer: LogWriter) {
     futures_util::future::join_all(replies).await;
-    let _ = log_writer.send(Written).await;
+    log_writer.written().await;
 }
