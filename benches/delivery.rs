@@ -54,8 +54,7 @@ async fn receiver() -> (String, Arc<Seen>) {
                 let s = s.clone();
                 async move {
                     s.count.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: gettid has no preconditions.
-                    RECEIVER_THREAD.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+                    RECEIVER_THREAD.store(TID.with(|t| *t), Ordering::Relaxed);
                     if let Some(seq) = seq_of(&body).filter(|&q| q > 0) {
                         s.arrivals.lock().unwrap().push((seq, Instant::now()));
                     }
@@ -147,6 +146,13 @@ async fn add_webhooks(h: &Hookrelay, url: &str, n: usize) {
 
 /// The receiver's one worker thread, as its latest request found it.
 static RECEIVER_THREAD: AtomicI32 = AtomicI32::new(0);
+
+thread_local! {
+    /// This thread's id, asked once: a system call per request would be
+    /// the receiver's own cost in every measure.
+    // SAFETY: gettid has no preconditions.
+    static TID: i32 = unsafe { libc::gettid() };
+}
 
 /// CPU time used so far, in seconds: by the whole process (the load
 /// generator, the receiver and hookrelay alike) and by the receiver.
