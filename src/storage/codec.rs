@@ -1,5 +1,6 @@
 //! Versioned value encoding: one version byte, then JSON. A later release
-//! that changes a record bumps the version and migrates on read.
+//! that changes a record bumps the version and migrates on read. Also the
+//! LZ4 framing that records written often share (log batches, events).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,4 +26,24 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
             message: "unknown record version".into(),
         }),
     }
+}
+
+/// LZ4 cannot expand data more than this many times; a stated size beyond
+/// it marks a damaged value rather than a reason to allocate.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// `plain` LZ4-compressed, its size first.
+pub fn compress(plain: &[u8]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(plain)
+}
+
+/// What `compress` made, or an error naming `what` if it is damaged.
+pub fn decompress(what: &'static str, compressed: &[u8]) -> Result<Vec<u8>> {
+    let damaged = |message: String| StorageError::Codec { what, message };
+    let (size, rest) =
+        lz4_flex::block::uncompressed_size(compressed).map_err(|e| damaged(e.to_string()))?;
+    if size > rest.len().saturating_mul(LZ4_MAX_RATIO) {
+        return Err(damaged("stated size out of bounds".into()));
+    }
+    lz4_flex::decompress_size_prepended(compressed).map_err(|e| damaged(e.to_string()))
 }

@@ -1,10 +1,12 @@
 //! Ingested events: a small header and the canonical body, stored with the
 //! deliveries they create.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::codec::{decode, encode};
+use super::codec::{compress, decode, decompress, encode};
 use super::{pair_key, Result, StorageError, Store};
 use crate::domain::delivery::QueuedDelivery;
 
@@ -20,17 +22,32 @@ pub struct StoredEvent {
 }
 
 /// The record's layout: `[ROUTED][u32 header length][header][u32 route
-/// count][routes: webhook id ++ delivery id, 32 bytes each][body]`. The
-/// routes are what recovers first attempts after a crash (see
-/// `unsettled.rs`); the body is kept as raw bytes so a multi-megabyte
-/// screenshot is never re-escaped. Records written before routes were kept
-/// lack the tag and the routes: `[u32 header length][header][body]`.
+/// count][routes: webhook id ++ delivery id, 32 bytes each][body]`, or
+/// `[ROUTED_LZ4]` and the same after the tag LZ4-compressed (see
+/// `COMPRESS_UP_TO`). The routes are what recovers first attempts after a
+/// crash (see `unsettled.rs`); the body is kept as raw bytes so a
+/// multi-megabyte screenshot is never re-escaped. Records written before
+/// routes were kept lack the tag and the routes: `[u32 header
+/// length][header][body]`.
 const ROUTED: u8 = 0xE1;
+const ROUTED_LZ4: u8 = 0xE2;
+
+/// Records up to this size are stored compressed. sled keeps a small value
+/// inside its leaf node and rewrites the whole leaf every few inserts (and
+/// on every split, which time-ordered keys make frequent), so each byte of
+/// it is written several times; a value over 128 KiB is written once, out
+/// of line. Larger records stay as they are: compressing a multi-megabyte
+/// screenshot would hold an HTTP worker for milliseconds to save nothing.
+const COMPRESS_UP_TO: usize = 64 * 1024;
 
 fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<u8> {
     let header = encode(e);
-    let mut out = Vec::with_capacity(9 + header.len() + 32 * routes.len() + body.len());
-    out.push(ROUTED);
+    let len = 8 + header.len() + 32 * routes.len() + body.len();
+    let mut out = Vec::with_capacity(1 + len);
+    let compressed = len <= COMPRESS_UP_TO;
+    if !compressed {
+        out.push(ROUTED);
+    }
     out.extend_from_slice(&(header.len() as u32).to_be_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&(routes.len() as u32).to_be_bytes());
@@ -38,36 +55,58 @@ fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<
         out.extend_from_slice(&pair_key(d.webhook_id, d.id));
     }
     out.extend_from_slice(body);
+    if compressed {
+        return [&[ROUTED_LZ4][..], &compress(&out)].concat();
+    }
     out
 }
 
 /// The parts of a stored record: header, routes (32-byte pairs), body.
 pub(super) struct Parts<'a> {
     pub header: StoredEvent,
-    pub routes: &'a [u8],
-    pub body: &'a [u8],
+    pub routes: Cow<'a, [u8]>,
+    pub body: Cow<'a, [u8]>,
 }
 
 pub(super) fn decode_event(bytes: &[u8]) -> Result<Parts<'_>> {
-    let bad = || StorageError::Codec {
-        what: "event",
-        message: "truncated record".into(),
-    };
-    let (routed, rest) = match bytes.split_first() {
-        Some((&ROUTED, rest)) => (true, rest),
-        _ => (false, bytes),
-    };
-    let (header, rest) = take_sized(rest, 1).ok_or_else(bad)?;
-    let (routes, body) = if routed {
-        take_sized(rest, 32).ok_or_else(bad)?
-    } else {
-        (&rest[..0], rest)
-    };
+    match bytes.split_first() {
+        Some((&ROUTED_LZ4, compressed)) => {
+            let plain = decompress("event", compressed)?;
+            let parts = decode_routed(&plain)?;
+            Ok(Parts {
+                header: parts.header,
+                routes: Cow::Owned(parts.routes.into_owned()),
+                body: Cow::Owned(parts.body.into_owned()),
+            })
+        }
+        Some((&ROUTED, rest)) => decode_routed(rest),
+        _ => {
+            let (header, body) = take_sized(bytes, 1).ok_or_else(truncated)?;
+            Ok(Parts {
+                header: decode("event", header)?,
+                routes: Cow::Borrowed(&[]),
+                body: Cow::Borrowed(body),
+            })
+        }
+    }
+}
+
+/// The routed layout after its tag.
+fn decode_routed(bytes: &[u8]) -> Result<Parts<'_>> {
+    let (header, rest) = take_sized(bytes, 1).ok_or_else(truncated)?;
+    let (routes, body) = take_sized(rest, 32).ok_or_else(truncated)?;
     Ok(Parts {
         header: decode("event", header)?,
-        routes,
-        body,
+        routes: Cow::Borrowed(routes),
+        body: Cow::Borrowed(body),
     })
+}
+
+fn truncated() -> StorageError {
+    StorageError::Codec {
+        what: "event",
+        message: "truncated record".into(),
+    }
 }
 
 /// Splits `[u32 count][count * unit bytes]` off the front of `bytes`.
@@ -143,7 +182,7 @@ impl Store {
         match self.inner.events.get(id.as_bytes())? {
             Some(v) => {
                 let parts = decode_event(&v)?;
-                Ok(Some((parts.header, parts.body.to_vec())))
+                Ok(Some((parts.header, parts.body.into_owned())))
             }
             None => Ok(None),
         }
@@ -155,7 +194,7 @@ impl Store {
         for item in self.inner.events.iter().rev().take(limit) {
             let (_, v) = item?;
             let parts = decode_event(&v)?;
-            out.push((parts.header, parts.body.to_vec()));
+            out.push((parts.header, parts.body.into_owned()));
         }
         Ok(out)
     }
@@ -212,6 +251,66 @@ mod tests {
 
     fn kept(store: &Store, id: Uuid) -> bool {
         store.event(id).unwrap().is_some()
+    }
+
+    fn header(id: Uuid) -> StoredEvent {
+        StoredEvent {
+            id,
+            event: "desktop.screenshot.captured".into(),
+            organisation_id: Uuid::now_v7(),
+            user_id: Some("u-1".into()),
+            team_id: None,
+            received_at: 1_716_000_000_000,
+        }
+    }
+
+    #[test]
+    fn small_records_are_compressed_large_ones_kept_as_sent_and_all_read_back() {
+        let e = header(Uuid::now_v7());
+        let routes = [
+            test_delivery(Uuid::now_v7(), e.id),
+            test_delivery(Uuid::now_v7(), e.id),
+        ];
+        let pairs: Vec<u8> = routes
+            .iter()
+            .flat_map(|d| pair_key(d.webhook_id, d.id))
+            .collect();
+        let small =
+            br#"{"data":[{"app":{"name":"Google Chrome"}},{"app":{"name":"Google Chrome"}}]}"#;
+        let large = format!(r#"{{"image":"{}"}}"#, "QUJD".repeat(COMPRESS_UP_TO / 4));
+        for (body, tag) in [(&small[..], ROUTED_LZ4), (large.as_bytes(), ROUTED)] {
+            let record = encode_event(&e, &routes, body);
+            assert_eq!(record[0], tag);
+            let parts = decode_event(&record).unwrap();
+            assert_eq!(parts.header, e);
+            assert_eq!(&parts.routes[..], &pairs[..]);
+            assert_eq!(&parts.body[..], body);
+        }
+        // Written before routes were kept: no tag, no routes.
+        let header_bytes = encode(&e);
+        let legacy = [
+            &(header_bytes.len() as u32).to_be_bytes()[..],
+            &header_bytes,
+            small,
+        ]
+        .concat();
+        let parts = decode_event(&legacy).unwrap();
+        assert_eq!((parts.header, &parts.body[..]), (e, &small[..]));
+        assert!(parts.routes.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_event_record_is_an_error_not_a_panic() {
+        let e = header(Uuid::now_v7());
+        let record = encode_event(&e, &[test_delivery(Uuid::now_v7(), e.id)], b"{\"a\":1}");
+        for cut in [1, 3, 5, record.len() / 2, record.len() - 1] {
+            assert!(decode_event(&record[..cut]).is_err(), "cut at {cut}");
+        }
+        let huge = [&[ROUTED_LZ4][..], &u32::MAX.to_le_bytes(), &[0; 8]].concat();
+        assert!(decode_event(&huge).is_err());
+        let mut flipped = record.clone();
+        flipped[record.len() / 2] ^= 0xFF;
+        let _ = decode_event(&flipped); // an error or a wrong record, never a panic
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use super::codec::decode;
+use super::codec::{compress, decode, decompress};
 use super::events::v7_millis;
 use super::{owners, pair_key, Result, StorageError, Store};
 use crate::domain::delivery::{LogEntry, Outcome};
@@ -22,10 +22,6 @@ use crate::domain::delivery::{LogEntry, Outcome};
 /// First byte of a batch value; a single-entry value starts with the
 /// codec's version byte instead.
 const BATCH: u8 = 0xB1;
-
-/// LZ4 cannot expand data more than this many times; a stated size beyond
-/// it marks a damaged value rather than a reason to allocate.
-const LZ4_MAX_RATIO: usize = 255;
 
 /// `BATCH`, then the entries, postcard-encoded and LZ4-compressed.
 ///
@@ -40,7 +36,7 @@ const LZ4_MAX_RATIO: usize = 255;
 fn encode_batch(entries: &[LogEntry]) -> Vec<u8> {
     let plain = postcard::to_allocvec(entries).expect("log entries always serialise");
     let mut out = vec![BATCH];
-    out.extend_from_slice(&lz4_flex::compress_prepend_size(&plain));
+    out.extend_from_slice(&compress(&plain));
     out
 }
 
@@ -56,11 +52,7 @@ fn decode_batch(value: &[u8]) -> Result<Vec<LogEntry>> {
     let Some((&BATCH, compressed)) = value.split_first() else {
         return Ok(vec![decode("log entry", value)?]);
     };
-    let (size, rest) = lz4_flex::block::uncompressed_size(compressed).map_err(damaged)?;
-    if size > rest.len().saturating_mul(LZ4_MAX_RATIO) {
-        return Err(damaged("stated size out of bounds"));
-    }
-    let plain = lz4_flex::decompress_size_prepended(compressed).map_err(damaged)?;
+    let plain = decompress("log batch", compressed)?;
     postcard::from_bytes(&plain).map_err(damaged)
 }
 
