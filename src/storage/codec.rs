@@ -32,9 +32,17 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 /// it marks a damaged value rather than a reason to allocate.
 const LZ4_MAX_RATIO: usize = 255;
 
-/// `plain` LZ4-compressed, its size first.
-pub fn compress(plain: &[u8]) -> Vec<u8> {
-    lz4_flex::compress_prepend_size(plain)
+/// `tag`, then `plain` LZ4-compressed with its size first (what
+/// `decompress` reads after the tag), built in one buffer.
+pub fn compress_tagged(tag: u8, plain: &[u8]) -> Vec<u8> {
+    let start = 1 + 4;
+    let mut out = vec![0; start + lz4_flex::block::get_maximum_output_size(plain.len())];
+    out[0] = tag;
+    out[1..start].copy_from_slice(&(plain.len() as u32).to_le_bytes());
+    let n = lz4_flex::block::compress_into(plain, &mut out[start..])
+        .expect("the buffer has LZ4's maximum output size");
+    out.truncate(start + n);
+    out
 }
 
 /// What `compress` made, or an error naming `what` if it is damaged.

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::codec::{compress, decode, decompress, encode};
+use super::codec::{compress_tagged, decode, decompress, encode};
 use super::{pair_key, Result, StorageError, Store};
 use crate::domain::delivery::QueuedDelivery;
 
@@ -56,7 +56,7 @@ fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<
     }
     out.extend_from_slice(body);
     if compressed {
-        return [&[ROUTED_LZ4][..], &compress(&out)].concat();
+        return compress_tagged(ROUTED_LZ4, &out);
     }
     out
 }

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use super::codec::{compress, decode, decompress};
+use super::codec::{compress_tagged, decode, decompress};
 use super::events::v7_millis;
 use super::{owners, pair_key, Result, StorageError, Store};
 use crate::domain::delivery::{LogEntry, Outcome};
@@ -35,9 +35,7 @@ const BATCH: u8 = 0xB1;
 /// its throughput by about a fifth.
 fn encode_batch(entries: &[LogEntry]) -> Vec<u8> {
     let plain = postcard::to_allocvec(entries).expect("log entries always serialise");
-    let mut out = vec![BATCH];
-    out.extend_from_slice(&compress(&plain));
-    out
+    compress_tagged(BATCH, &plain)
 }
 
 fn damaged(message: impl ToString) -> StorageError {
