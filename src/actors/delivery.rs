@@ -1053,7 +1053,7 @@ impl Handler<Stop> for DeliveryActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
         if msg.deleted {
-            // Deleting the webhook dropped its sled queue and log already.
+            // The deleting request drops its sled queue and log next.
             let (_, finished) = self.log.take();
             let held = self.queue.values().chain(self.in_flight.values());
             let store = &self.shared.store;

@@ -126,6 +126,8 @@ pub struct WebhookSaved {
 }
 
 /// A webhook was deleted: drop its actor and anything it had in flight.
+/// The reply comes once the actor has stopped, so that no attempt starts
+/// after the caller has been told the webhook is gone.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WebhookDeleted {
@@ -261,12 +263,19 @@ impl Handler<WebhookSaved> for Registry {
 }
 
 impl Handler<WebhookDeleted> for Registry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: WebhookDeleted, _: &mut Context<Self>) {
-        if let Some(addr) = self.actors.remove(&msg.id) {
-            addr.do_send(delivery::Stop { deleted: true });
-        }
+    fn handle(&mut self, msg: WebhookDeleted, _: &mut Context<Self>) -> Self::Result {
+        let stopped = self
+            .actors
+            .remove(&msg.id)
+            .map(|addr| addr.send(delivery::Stop { deleted: true }));
+        Box::pin(async move {
+            if let Some(stopped) = stopped {
+                // An error means the actor was gone already.
+                let _ = stopped.await;
+            }
+        })
     }
 }
 

@@ -388,8 +388,11 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let w = visible_webhook(&state, &caller, &path)?;
-    // Stop the actor first so nothing more is sent, then drop the data.
-    state.registry.do_send(WebhookDeleted { id: w.id });
+    // Stop the actor first, and wait for it: a retry timer firing between
+    // the 204 and the actor's stop would otherwise send once more. Then
+    // drop the data. (A closed mailbox means the server is stopping, and
+    // the actor with it.)
+    let _ = state.registry.send(WebhookDeleted { id: w.id }).await;
     state.store.delete_webhook(&w)?;
     state.store.flush().await?;
     Ok(HttpResponse::NoContent().finish())
