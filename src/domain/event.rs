@@ -19,13 +19,13 @@ pub struct Envelope {
 /// Why an envelope was refused, with the field at fault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvelopeError {
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
 }
 
-fn err(field: &'static str, message: impl Into<String>) -> EnvelopeError {
+fn err(field: impl Into<String>, message: impl Into<String>) -> EnvelopeError {
     EnvelopeError {
-        field,
+        field: field.into(),
         message: message.into(),
     }
 }
@@ -94,6 +94,7 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let event = string(top.event)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| err("event", "must be the event type name, a string"))?;
+    let data_is_array = top.data.is_some_and(|d| d.get().starts_with('['));
     let items: Vec<&RawValue> = match top.data.map(|d| (d.get().as_bytes()[0], d)) {
         Some((b'[', d)) => serde_json::from_str(d.get()).unwrap_or_default(),
         Some((b'{', d)) => vec![d],
@@ -106,26 +107,22 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         ));
     }
     let items: Vec<Option<Item>> = items.into_iter().map(object).collect();
+    // An array's items are named by index, so a producer can find the bad one.
+    let field = |i: usize| match data_is_array {
+        true => format!("data[{i}].organisation.organisationId"),
+        false => "data.organisation.organisationId".to_string(),
+    };
     let mut organisation_id = None;
-    for item in &items {
+    for (i, item) in items.iter().enumerate() {
         let raw = item
             .as_ref()
             .and_then(|i| id_in(i.organisation, |ids| ids.organisation_id))
-            .ok_or_else(|| {
-                err(
-                    "data.organisation.organisationId",
-                    "every item must name its organisation",
-                )
-            })?;
-        let id = Uuid::parse_str(&raw).map_err(|_| {
-            err(
-                "data.organisation.organisationId",
-                format!("{raw:?} is not a UUID"),
-            )
-        })?;
+            .ok_or_else(|| err(field(i), "every item must name its organisation"))?;
+        let id =
+            Uuid::parse_str(&raw).map_err(|_| err(field(i), format!("{raw:?} is not a UUID")))?;
         if organisation_id.is_some_and(|first| first != id) {
             return Err(err(
-                "data.organisation.organisationId",
+                field(i),
                 "all items of one event must belong to one organisation",
             ));
         }
@@ -181,6 +178,16 @@ mod tests {
         let missing = json!({"event": "e", "data": [{"user": {}}]});
         assert_eq!(
             parse_envelope(&missing).unwrap_err().field,
+            "data[0].organisation.organisationId"
+        );
+        let second = json!({"event": "e", "data": [item(Uuid::new_v4()), 5]});
+        assert_eq!(
+            parse_envelope(&second).unwrap_err().field,
+            "data[1].organisation.organisationId"
+        );
+        let one = json!({"event": "e", "data": {"organisation": {"organisationId": "x"}}});
+        assert_eq!(
+            parse_envelope(&one).unwrap_err().field,
             "data.organisation.organisationId"
         );
         assert_eq!(
@@ -193,7 +200,7 @@ mod tests {
     #[test]
     fn fields_of_another_type_count_as_missing() {
         let org = Uuid::new_v4().to_string();
-        let org_field = "data.organisation.organisationId";
+        let org_field = "data[0].organisation.organisationId";
         // Arrays are not read field by field as a derived struct would.
         let cases = [
             (

@@ -162,12 +162,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "invalid_json"
         };
         let err = ApiError::bad_request(code, format!("invalid request body: {inner}"));
-        if path == "." || !inner.is_data() {
-            err
-        } else {
-            err.with_field(path)
+        match error_field(&path, &inner) {
+            Some(field) if inner.is_data() => err.with_field(field),
+            _ => err,
         }
     })
+}
+
+/// The field a data error is about: its path, and for a missing field
+/// (which serde reports at the object that lacks it) the field's name
+/// after that, so `{"name":"x"}` without `kind` names `kind`.
+fn error_field(path: &str, inner: &serde_json::Error) -> Option<String> {
+    let message = inner.to_string();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, missing) {
+        (".", None) => None,
+        (".", Some(name)) => Some(name.to_string()),
+        (path, None) => Some(path.to_string()),
+        (path, Some(name)) => Some(format!("{path}.{name}")),
+    }
 }
 
 /// For a PATCH field, with `#[serde(default, deserialize_with =
@@ -201,5 +217,43 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             let bytes = read_json_body(&req, payload, MANAGEMENT_BODY_LIMIT).await?;
             parse_json(&bytes).map(ApiJson)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        kind: String,
+    }
+
+    fn field_of(body: &str) -> Option<String> {
+        parse_json::<Outer>(body.as_bytes()).unwrap_err().field
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        assert_eq!(field_of(r#"{"inner":null}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field_of(r#"{"name":"x","inner":{}}"#).as_deref(),
+            Some("inner.kind")
+        );
+    }
+
+    #[test]
+    fn a_wrong_field_is_named_and_bad_syntax_names_none() {
+        assert_eq!(field_of(r#"{"name":1}"#).as_deref(), Some("name"));
+        assert_eq!(field_of(r#"{"name":"#), None);
+        assert_eq!(field_of("[]"), None);
     }
 }

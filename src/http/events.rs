@@ -35,7 +35,7 @@ pub struct Accepted {
 pub fn accept(state: &AppState, caller: &Caller, raw: &[u8]) -> Result<Accepted, ApiError> {
     let canonical = canonicalize(raw)?;
     let envelope =
-        parse_envelope(&canonical).map_err(|e| ApiError::validation(e.field, e.message))?;
+        parse_envelope(&canonical).map_err(|e| ApiError::validation(&e.field, e.message))?;
     if !state.catalog.contains(&envelope.event) {
         return Err(ApiError::unprocessable(
             "unknown_event_type",

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::TestServer;
+use crate::support::{TestServer, ADMIN_KEY};
 
 /// method, path, content type, body, expected status, expected code.
 type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16, &'a str);
@@ -209,5 +209,19 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (400, Some("url"))
+    );
+    // A missing field is named too, though serde reports it at its parent.
+    let (status, body) = s
+        .call(
+            "POST",
+            "/v1/organisations",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "n"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("kind")),
+        "{body}"
     );
 }
