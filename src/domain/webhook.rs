@@ -99,6 +99,7 @@ impl WebhookUrl {
         match url.scheme() {
             "https" => {}
             "http" if allow_private => {}
+            _ if allow_private => return Err("must be an http:// or https:// URL".into()),
             _ => return Err("must be an https:// URL".into()),
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -168,6 +169,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_scheme_error_names_the_schemes_allowed() {
+        let refused = |allow_private| WebhookUrl::parse("ftp://x.example/", allow_private);
+        assert_eq!(refused(false).unwrap_err(), "must be an https:// URL");
+        assert_eq!(
+            refused(true).unwrap_err(),
+            "must be an http:// or https:// URL"
+        );
+        assert!(WebhookUrl::parse("http://x.example/", false).is_err());
+        assert!(WebhookUrl::parse("http://x.example/", true).is_ok());
     }
 
     #[test]
