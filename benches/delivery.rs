@@ -160,6 +160,7 @@ thread_local! {
 struct Cpu {
     process: f64,
     receiver: Option<f64>,
+    machine: Option<MachineTicks>,
 }
 
 /// µs of CPU per request or delivery, in all and the receiver's share
@@ -168,6 +169,8 @@ struct Cpu {
 struct CpuPer {
     all: f64,
     receiver: Option<f64>,
+    /// % of the machine's time the hypervisor gave to other guests.
+    steal: Option<f64>,
 }
 
 impl Cpu {
@@ -175,6 +178,7 @@ impl Cpu {
         Cpu {
             process: cpu_seconds(),
             receiver: thread_cpu_seconds(RECEIVER_THREAD.load(Ordering::Relaxed)),
+            machine: MachineTicks::now(),
         }
     }
 
@@ -185,7 +189,45 @@ impl Cpu {
         CpuPer {
             all: us(now.process - self.process),
             receiver: self.receiver.zip(now.receiver).map(|(a, b)| us(b - a)),
+            steal: self
+                .machine
+                .zip(now.machine)
+                .and_then(|(a, b)| a.steal_until(b)),
         }
+    }
+}
+
+/// The machine's CPU time so far, from `/proc/stat`: all of it and the
+/// part stolen by the hypervisor. A shared VM's neighbours move every
+/// rate here, so each row says how much they took while it ran.
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl MachineTicks {
+    fn now() -> Option<MachineTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1) // "cpu"
+            .take(8) // user nice system idle iowait irq softirq steal
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(MachineTicks {
+            total: fields.iter().sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// % of the time from `self` to `later` that was stolen.
+    fn steal_until(self, later: MachineTicks) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        let steal = later.steal.checked_sub(self.steal)?;
+        Some(steal as f64 * 100.0 / total as f64)
     }
 }
 
@@ -193,8 +235,12 @@ impl CpuPer {
     /// "N µs of CPU per `unit`, M of them the receiver's".
     fn per_unit(&self, unit: &str) -> String {
         let all = format!("{:.0} µs of CPU per {unit}", self.all);
-        match self.receiver {
+        let all = match self.receiver {
             Some(r) => format!("{all}, {r:.0} of them the receiver's"),
+            None => all,
+        };
+        match self.steal {
+            Some(steal) => format!("{all}; {steal:.0} % stolen"),
             None => all,
         }
     }
