@@ -138,6 +138,12 @@ pub struct DeliveryActor {
     depth: DepthSlot,
     /// The webhook's URL prepared for sending; remade when it changes.
     endpoint: Option<Rc<client::Endpoint>>,
+    /// Set by `Stop`: done for good. Its supervisor restarts a stopped
+    /// actor while any address of it is still held (a lookup under way
+    /// elsewhere, say), so a retired actor, restarted, neither stores nor
+    /// loads nor sends anything: it idles until the last address is
+    /// dropped, and then actix stops it.
+    retired: bool,
 }
 
 /// A new delivery for this webhook, already durable in sled.
@@ -245,6 +251,7 @@ impl DeliveryActor {
             log: LogBuffer::default(),
             depth,
             endpoint: None,
+            retired: false,
         }
     }
 
@@ -933,7 +940,9 @@ impl Actor for DeliveryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.guarded(ctx, Self::load);
+        if !self.retired {
+            self.guarded(ctx, Self::load);
+        }
     }
 }
 
@@ -942,8 +951,18 @@ impl Supervised for DeliveryActor {
     /// whose futures are dropped now) to sled, then forgets everything;
     /// `started` reloads it from sled.
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.retired {
+            return; // `Stop` forgot everything already
+        }
         self.store_everything();
         self.write_log();
+        self.forget_everything();
+    }
+}
+
+impl DeliveryActor {
+    /// Drops all that is held in memory; what matters is in sled.
+    fn forget_everything(&mut self) {
         self.log.timer = None;
         self.webhook = None;
         self.queue.clear();
@@ -959,6 +978,9 @@ impl Handler<Enqueue> for DeliveryActor {
     type Result = ();
 
     fn handle(&mut self, mut msg: Enqueue, ctx: &mut Context<Self>) {
+        if self.retired {
+            return; // dropping the message stores it (see its `Drop`)
+        }
         let Some(d) = msg.delivery.take() else { return };
         self.guarded(ctx, |act, ctx| {
             if !act.holds(d.id) {
@@ -983,6 +1005,9 @@ impl Handler<WebhookChanged> for DeliveryActor {
     type Result = ();
 
     fn handle(&mut self, msg: WebhookChanged, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
         self.guarded(ctx, |act, ctx| {
             let was_ordered = act.webhook.as_ref().is_some_and(|w| w.ordered);
             act.webhook = Some(Rc::new(msg.webhook));
@@ -1064,7 +1089,10 @@ impl Handler<Stop> for DeliveryActor {
             self.store_everything();
             self.write_log();
         }
-        self.webhook = None;
+        self.forget_everything();
+        (self.load, self.parked, self.next_parked, self.beyond) = (Load::Done, 0, None, 0);
+        self.retired = true;
+        self.report_depth();
         ctx.stop();
     }
 }

@@ -144,6 +144,16 @@ pub struct CrashActor {
     pub webhook_id: Uuid,
 }
 
+/// One webhook's actor address, held as a lookup under way elsewhere would
+/// hold it (tests of retirement).
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<DeliveryActor>>")]
+pub struct ActorOf {
+    /// Whose actor.
+    pub webhook_id: Uuid,
+}
+
 /// Shutdown: every actor finishes its in-flight attempts and starts no
 /// new ones; answers when all are idle.
 #[derive(Message)]
@@ -287,6 +297,14 @@ impl Handler<CrashActor> for Registry {
             .get(&msg.webhook_id)
             .map(|a| a.do_send(delivery::Crash))
             .is_some()
+    }
+}
+
+impl Handler<ActorOf> for Registry {
+    type Result = Option<Addr<DeliveryActor>>;
+
+    fn handle(&mut self, msg: ActorOf, _: &mut Context<Self>) -> Self::Result {
+        self.actors.get(&msg.webhook_id)
     }
 }
 

@@ -1013,3 +1013,46 @@ async fn a_backlog_past_the_window_survives_toggling_without_loss_or_repeats() {
     let repeated = delivered().values().filter(|&&n| n > 1).count();
     assert_eq!(repeated, 0, "none sent again once delivered");
 }
+
+/// A supervisor restarts a stopped actor while anyone still holds its
+/// address (a lookup under way, say). A deleted webhook's actor, so
+/// restarted, must not send again what it had in flight.
+#[actix_web::test]
+async fn a_deleted_webhooks_actor_sends_nothing_more_while_its_address_is_held() {
+    use hookrelay::actors::delivery::{Depth, Holding};
+    use hookrelay::actors::registry::ActorOf;
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let (gone, kept) = (Receiver::start().await, Receiver::start().await);
+    gone.delay(300); // its attempts are in flight at the delete
+    let hook = s.webhook(&key, &gone.url, json!(["*"])).await;
+    let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
+    for _ in 0..3 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+    }
+    eventually("three attempts in flight", WAIT, async || {
+        (gone.count() == 3).then_some(())
+    })
+    .await;
+    let address = s.registry.send(ActorOf { webhook_id: id }).await.unwrap();
+    let address = address.expect("the webhook's actor");
+    let path = format!("/v1/webhooks/{id}");
+    assert_eq!(s.call("DELETE", &path, Some(&key), None).await.0, 204);
+    // Handled after any restart's start-up load: it holds nothing.
+    let nothing = Holding {
+        outstanding: 0,
+        held: 0,
+        parked: 0,
+    };
+    assert_eq!(address.send(Depth).await.ok(), Some(nothing));
+    // Another webhook's delivery goes and comes back meanwhile.
+    s.webhook(&key, &kept.url, json!(["*"])).await;
+    s.ingest(&key, &desktop_event(APP, &org)).await;
+    eventually("the other webhook's delivery", WAIT, async || {
+        (kept.count() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(gone.delivery_ids().len(), 3);
+    assert_eq!(gone.count(), 3, "nothing sent again");
+    drop(address);
+}
