@@ -961,6 +961,14 @@ impl Supervised for DeliveryActor {
 }
 
 impl DeliveryActor {
+    /// Done for good (see `retired`): holds, counts and reads nothing more.
+    fn retire(&mut self) {
+        self.forget_everything();
+        (self.load, self.parked, self.next_parked, self.beyond) = (Load::Done, 0, None, 0);
+        self.retired = true;
+        self.report_depth();
+    }
+
     /// Drops all that is held in memory; what matters is in sled.
     fn forget_everything(&mut self) {
         self.log.timer = None;
@@ -1089,10 +1097,7 @@ impl Handler<Stop> for DeliveryActor {
             self.store_everything();
             self.write_log();
         }
-        self.forget_everything();
-        (self.load, self.parked, self.next_parked, self.beyond) = (Load::Done, 0, None, 0);
-        self.retired = true;
-        self.report_depth();
+        self.retire();
         ctx.stop();
     }
 }

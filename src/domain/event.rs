@@ -94,12 +94,12 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let event = string(top.event)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| err("event", "must be the event type name, a string"))?;
-    let data_is_array = top.data.is_some_and(|d| d.get().starts_with('['));
-    let items: Vec<&RawValue> = match top.data.map(|d| (d.get().as_bytes()[0], d)) {
-        Some((b'[', d)) => serde_json::from_str(d.get()).unwrap_or_default(),
-        Some((b'{', d)) => vec![d],
-        _ => Vec::new(),
-    };
+    let (items, data_is_array): (Vec<&RawValue>, bool) =
+        match top.data.map(|d| (d.get().as_bytes()[0], d)) {
+            Some((b'[', d)) => (serde_json::from_str(d.get()).unwrap_or_default(), true),
+            Some((b'{', d)) => (vec![d], false),
+            _ => (Vec::new(), false),
+        };
     if items.is_empty() {
         return Err(err(
             "data",
@@ -108,9 +108,12 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     }
     let items: Vec<Option<Item>> = items.into_iter().map(object).collect();
     // An array's items are named by index, so a producer can find the bad one.
-    let field = |i: usize| match data_is_array {
-        true => format!("data[{i}].organisation.organisationId"),
-        false => "data.organisation.organisationId".to_string(),
+    let field = |i: usize| {
+        if data_is_array {
+            format!("data[{i}].organisation.organisationId")
+        } else {
+            "data.organisation.organisationId".to_string()
+        }
     };
     let mut organisation_id = None;
     for (i, item) in items.iter().enumerate() {

@@ -45,7 +45,8 @@ pub fn compress_tagged(tag: u8, plain: &[u8]) -> Vec<u8> {
     out
 }
 
-/// What `compress` made, or an error naming `what` if it is damaged.
+/// The plain bytes of what `compress_tagged` made (given without its tag),
+/// or an error naming `what` if it is damaged.
 pub fn decompress(what: &'static str, compressed: &[u8]) -> Result<Vec<u8>> {
     let damaged = |message: String| StorageError::Codec { what, message };
     let (size, rest) =

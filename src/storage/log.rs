@@ -38,20 +38,16 @@ fn encode_batch(entries: &[LogEntry]) -> Vec<u8> {
     compress_tagged(BATCH, &plain)
 }
 
-fn damaged(message: impl ToString) -> StorageError {
-    StorageError::Codec {
-        what: "log batch",
-        message: message.to_string(),
-    }
-}
-
 /// The entries of one value, in id order.
 fn decode_batch(value: &[u8]) -> Result<Vec<LogEntry>> {
     let Some((&BATCH, compressed)) = value.split_first() else {
         return Ok(vec![decode("log entry", value)?]);
     };
     let plain = decompress("log batch", compressed)?;
-    postcard::from_bytes(&plain).map_err(damaged)
+    postcard::from_bytes(&plain).map_err(|e| StorageError::Codec {
+        what: "log batch",
+        message: e.to_string(),
+    })
 }
 
 /// One page of the log, newest first, and the cursor of the next page.
