@@ -117,7 +117,10 @@ impl Directory {
     }
 }
 
-/// A webhook was created or changed.
+/// A webhook was created or changed. The reply comes once its actor has
+/// the new record, so that an event ingested after the caller's response
+/// goes to the new URL, signed with the new secret: ingest reaches the
+/// actor directly, not through the registry, and could overtake it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WebhookSaved {
@@ -260,15 +263,25 @@ impl Actor for Registry {
 }
 
 impl Handler<WebhookSaved> for Registry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: WebhookSaved, _: &mut Context<Self>) {
-        match self.actors.get(&msg.webhook.id) {
-            Some(addr) => addr.do_send(delivery::WebhookChanged {
+    fn handle(&mut self, msg: WebhookSaved, _: &mut Context<Self>) -> Self::Result {
+        let changed = match self.actors.get(&msg.webhook.id) {
+            Some(addr) => Some(addr.send(delivery::WebhookChanged {
                 webhook: msg.webhook,
-            }),
-            None => self.spawn(msg.webhook.id),
-        }
+            })),
+            // A new actor reads the stored record as it starts.
+            None => {
+                self.spawn(msg.webhook.id);
+                None
+            }
+        };
+        Box::pin(async move {
+            if let Some(changed) = changed {
+                // An error means the actor was gone already.
+                let _ = changed.await;
+            }
+        })
     }
 }
 

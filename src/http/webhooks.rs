@@ -240,10 +240,15 @@ pub async fn create(
     };
     state.store.insert_webhook(&webhook)?;
     state.store.flush().await?;
-    state.registry.do_send(WebhookSaved {
-        webhook: webhook.clone(),
-    });
+    saved(&state, webhook.clone()).await;
     Ok(HttpResponse::Created().json(WebhookOut::with_secret(&webhook)))
+}
+
+/// Tells the registry of a stored change and waits until the webhook's
+/// actor has it: see `WebhookSaved`.
+async fn saved(state: &AppState, webhook: Webhook) {
+    // A closed mailbox means the server is stopping; the change is stored.
+    let _ = state.registry.send(WebhookSaved { webhook }).await;
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
@@ -368,9 +373,7 @@ pub async fn patch(
         .update_webhook(current.id, |w| rotated = apply(w, &changes, now))?
         .ok_or_else(not_found)?;
     state.store.flush().await?;
-    state.registry.do_send(WebhookSaved {
-        webhook: updated.clone(),
-    });
+    saved(&state, updated.clone()).await;
     let out = if rotated {
         WebhookOut::with_secret(&updated)
     } else {
@@ -426,9 +429,7 @@ pub async fn rotate(
         })?
         .ok_or_else(not_found)?;
     state.store.flush().await?;
-    state.registry.do_send(WebhookSaved {
-        webhook: updated.clone(),
-    });
+    saved(&state, updated.clone()).await;
     Ok(HttpResponse::Ok().json(SecretOut {
         secret: updated.secret,
     }))

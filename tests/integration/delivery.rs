@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::{
-    desktop_event, eventually, expected_signature, log_of, metrics_text, Receiver, TestServer,
-    ADMIN_KEY,
+    desktop_event, eventually, expected_signature, log_of, metrics_text, tracked_event, Receiver,
+    TestServer, ADMIN_KEY,
 };
 
 const APP: &str = "desktop.app_tracking.captured";
@@ -447,6 +447,54 @@ async fn deleting_a_webhook_stops_its_deliveries_at_once_and_removes_its_queue()
         (s.app_store.queue_len() == 0).then_some(())
     })
     .await;
+}
+
+#[actix_web::test]
+async fn an_event_ingested_after_a_change_is_answered_goes_by_the_new_url_and_secret() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let receivers = [Receiver::start().await, Receiver::start().await];
+    let hook = s.webhook(&key, &receivers[0].url, json!(["*"])).await;
+    let id = hook["id"].as_str().unwrap();
+    let mut secret = hook["secret"].as_str().unwrap().to_string();
+    // Each round changes the URL or the secret and publishes at once; the
+    // event must go by the settings the caller was just told of.
+    let mut sent = Vec::new();
+    for round in 0..12 {
+        let to = &receivers[(round / 2) % 2];
+        let (status, changed) = if round % 2 == 0 {
+            let url = json!({"url": to.url});
+            let path = format!("/v1/webhooks/{id}");
+            s.call("PATCH", &path, Some(&key), Some(url)).await
+        } else {
+            let path = format!("/v1/webhooks/{id}/secret/rotate");
+            s.call("POST", &path, Some(&key), None).await
+        };
+        assert_eq!(status, 200, "{changed}");
+        if let Some(new) = changed["secret"].as_str() {
+            secret = new.to_string();
+        }
+        let tracking = format!("round-{round}");
+        s.ingest(&key, &tracked_event(APP, &org, &tracking)).await;
+        sent.push((tracking, (round / 2) % 2, secret.clone()));
+    }
+    eventually("every round's event", WAIT, async || {
+        (receivers.iter().map(Receiver::count).sum::<usize>() == sent.len()).then_some(())
+    })
+    .await;
+    for (tracking, to, secret) in &sent {
+        let got = receivers[*to].all().into_iter().find(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["data"][0]["tracking"]["trackingId"] == tracking.as_str()
+        });
+        let got = got.unwrap_or_else(|| panic!("{tracking} did not reach the new URL"));
+        let ts = got.header("x-webhook-timestamp").unwrap();
+        assert_eq!(
+            got.header("x-webhook-signature"),
+            Some(expected_signature(secret, ts, &got.body).as_str()),
+            "{tracking} is signed with the secret current when it was published"
+        );
+    }
 }
 
 #[actix_web::test]
