@@ -13,6 +13,7 @@ mod malformed;
 mod openapi;
 mod operability;
 mod process;
+mod readme;
 mod simulations;
 mod tenancy;
 mod webhooks;
