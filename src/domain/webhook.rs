@@ -94,13 +94,17 @@ impl WebhookUrl {
         if raw.len() > 2048 {
             return Err("must be at most 2048 characters".into());
         }
+        let schemes = if allow_private {
+            "http:// or https://"
+        } else {
+            "https://"
+        };
         let url = url::Url::parse(raw.trim())
-            .map_err(|e| format!("must be an absolute https:// URL ({e})"))?;
+            .map_err(|e| format!("must be an absolute {schemes} URL ({e})"))?;
         match url.scheme() {
             "https" => {}
             "http" if allow_private => {}
-            _ if allow_private => return Err("must be an http:// or https:// URL".into()),
-            _ => return Err("must be an https:// URL".into()),
+            _ => return Err(format!("must be an {schemes} URL")),
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not contain a user name or password".into());
@@ -178,6 +182,15 @@ mod tests {
         assert_eq!(
             refused(true).unwrap_err(),
             "must be an http:// or https:// URL"
+        );
+        let unparsable = |allow_private| WebhookUrl::parse("http://x:99999/", allow_private);
+        assert_eq!(
+            unparsable(true).unwrap_err(),
+            "must be an absolute http:// or https:// URL (invalid port number)"
+        );
+        assert_eq!(
+            unparsable(false).unwrap_err(),
+            "must be an absolute https:// URL (invalid port number)"
         );
         assert!(WebhookUrl::parse("http://x.example/", false).is_err());
         assert!(WebhookUrl::parse("http://x.example/", true).is_ok());
