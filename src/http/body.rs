@@ -147,8 +147,20 @@ pub async fn read_json_body(
     read_body(req, payload, limit).await
 }
 
-/// Parses JSON into `T`; the error names the path of the bad field.
+/// Parses a JSON object into `T`; the error names the path of the bad
+/// field.
+///
+/// NB: serde's derived structs also accept an array of the fields in
+/// order, so without the check `["x"]` as a PATCH would rename a webhook.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b" \t\n\r".contains(b));
+    let other_json = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+    if first != Some(&b'{') && other_json() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the request body must be a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -254,6 +266,18 @@ mod tests {
     fn a_wrong_field_is_named_and_bad_syntax_names_none() {
         assert_eq!(field_of(r#"{"name":1}"#).as_deref(), Some("name"));
         assert_eq!(field_of(r#"{"name":"#), None);
-        assert_eq!(field_of("[]"), None);
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in ["[]", r#"["x", null]"#, "null", " 1", "\"x\""] {
+            let refused = parse_json::<Outer>(body.as_bytes()).unwrap_err();
+            assert_eq!(refused.code, "invalid_body", "{body:?}");
+        }
+        assert!(parse_json::<Outer>(b" \n{\"name\":\"x\"}").is_ok());
+        for not_json in ["", "[", "nul"] {
+            let refused = parse_json::<Outer>(not_json.as_bytes()).unwrap_err();
+            assert_eq!(refused.code, "invalid_json", "{not_json:?}");
+        }
     }
 }

@@ -56,7 +56,16 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
             json_ct,
             b"[]".to_vec(),
             400,
-            "invalid_field",
+            "invalid_body",
+        ),
+        (
+            // serde would read an array as the fields in order: a rename.
+            "PATCH",
+            format!("/v1/webhooks/{id}"),
+            json_ct,
+            br#"["renamed by position"]"#.to_vec(),
+            400,
+            "invalid_body",
         ),
         (
             "POST",
