@@ -1102,5 +1102,12 @@ async fn a_deleted_webhooks_actor_sends_nothing_more_while_its_address_is_held()
     .await;
     assert_eq!(gone.delivery_ids().len(), 3);
     assert_eq!(gone.count(), 3, "nothing sent again");
+    // Once the last address goes, so does the actor: deleted webhooks
+    // leave no idle actors behind.
+    let weak = address.downgrade();
     drop(address);
+    eventually("the retired actor to stop", WAIT, async || {
+        weak.upgrade().is_none().then_some(())
+    })
+    .await;
 }
