@@ -114,7 +114,10 @@ async fn run(command: &str, key: &str) -> (u16, Value) {
     .await
     .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = stdout.rsplit_once('\n').expect("curl wrote its status");
+    let (body, status) = stdout.rsplit_once('\n').unwrap_or_else(|| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        panic!("no answer (is curl installed?): {stderr}\n{command}")
+    });
     let json =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}\n{command}"));
     (status.parse().unwrap(), json)
