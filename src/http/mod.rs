@@ -56,25 +56,30 @@ pub struct AppState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/metrics", web::get().to(metrics::metrics))
-        .configure(crate::dashboard::routes)
-        .service(
-            // Ingest first: the router tries resources in order, and the
-            // others' path patterns cost a regex match each.
-            web::scope("/v1")
-                .configure(events::routes)
-                .configure(organisations::routes)
-                .configure(webhooks::routes)
-                .configure(deliveries::routes)
-                .configure(simulations::routes)
-                .configure(feed::routes)
-                .route("/event-types", web::get().to(webhooks::event_types))
-                .route("/openapi.json", web::get().to(openapi::openapi_json)),
-        )
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::not_found("not_found", "no such route"))
-        }));
+    // HEAD too: load balancers and `curl -I` probe with it.
+    cfg.service(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
+    )
+    .route("/metrics", web::get().to(metrics::metrics))
+    .configure(crate::dashboard::routes)
+    .service(
+        // Ingest first: the router tries resources in order, and the
+        // others' path patterns cost a regex match each.
+        web::scope("/v1")
+            .configure(events::routes)
+            .configure(organisations::routes)
+            .configure(webhooks::routes)
+            .configure(deliveries::routes)
+            .configure(simulations::routes)
+            .configure(feed::routes)
+            .route("/event-types", web::get().to(webhooks::event_types))
+            .route("/openapi.json", web::get().to(openapi::openapi_json)),
+    )
+    .default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::not_found("not_found", "no such route"))
+    }));
 }
 
 /// Turns actix's own error responses (405 from a resource, a body that

@@ -1,7 +1,7 @@
 //! SPEC §1 scope: organisations see only their own webhooks; resellers see
 //! their children; the admin sees everything; out of scope is 404.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::{TestServer, ADMIN_KEY};
 
@@ -183,4 +183,6 @@ async fn keys_are_required_and_checked() {
     }
     let (status, body) = s.call("GET", "/healthz", None, None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = s.raw("HEAD", "/healthz", None, None, None).await;
+    assert_eq!((status, body), (200, Value::Null), "HEAD: the status alone");
 }
