@@ -117,13 +117,25 @@ impl Directory {
     }
 }
 
-/// A webhook was created or changed. The reply comes once its actor has
-/// the new record, so that an event ingested after the caller's response
-/// goes to the new URL, signed with the new secret: ingest reaches the
-/// actor directly, not through the registry, and could overtake it.
+/// A webhook was created: start its actor, which reads the stored record.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WebhookSaved {
+pub struct WebhookCreated {
+    /// The new webhook's id.
+    pub id: Uuid,
+}
+
+/// A webhook was changed. The reply comes once its actor has the new
+/// record, so that an event ingested after the caller's response goes to
+/// the new URL, signed with the new secret: ingest reaches the actor
+/// directly, not through the registry, and could overtake it.
+///
+/// NB: only a delete removes an actor, so a change for a webhook without
+/// one raced a delete, and is dropped. Starting an actor for it would
+/// bring the webhook back from the dead and send its queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WebhookUpdated {
     /// The stored record.
     pub webhook: Webhook,
 }
@@ -262,20 +274,25 @@ impl Actor for Registry {
     }
 }
 
-impl Handler<WebhookSaved> for Registry {
+impl Handler<WebhookCreated> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WebhookCreated, _: &mut Context<Self>) {
+        if self.actors.get(&msg.id).is_none() {
+            self.spawn(msg.id);
+        }
+    }
+}
+
+impl Handler<WebhookUpdated> for Registry {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: WebhookSaved, _: &mut Context<Self>) -> Self::Result {
-        let changed = match self.actors.get(&msg.webhook.id) {
-            Some(addr) => Some(addr.send(delivery::WebhookChanged {
+    fn handle(&mut self, msg: WebhookUpdated, _: &mut Context<Self>) -> Self::Result {
+        let changed = self.actors.get(&msg.webhook.id).map(|addr| {
+            addr.send(delivery::WebhookChanged {
                 webhook: msg.webhook,
-            })),
-            // A new actor reads the stored record as it starts.
-            None => {
-                self.spawn(msg.webhook.id);
-                None
-            }
-        };
+            })
+        });
         Box::pin(async move {
             if let Some(changed) = changed {
                 // An error means the actor was gone already.

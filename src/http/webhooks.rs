@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::body::{not_null, ApiJson};
 use super::{check_limit, parse_id, AppState};
-use crate::actors::registry::{WebhookDeleted, WebhookSaved};
+use crate::actors::registry::{WebhookCreated, WebhookDeleted, WebhookUpdated};
 use crate::clock::{self, now_ms};
 use crate::config::EventTypeConfig;
 use crate::domain::organisation::Caller;
@@ -240,15 +240,17 @@ pub async fn create(
     };
     state.store.insert_webhook(&webhook)?;
     state.store.flush().await?;
-    saved(&state, webhook.clone()).await;
+    // Waited for, so that the actor is listed by the time of the 201.
+    // (A closed mailbox means the server is stopping; the webhook is stored.)
+    let _ = state.registry.send(WebhookCreated { id: webhook.id }).await;
     Ok(HttpResponse::Created().json(WebhookOut::with_secret(&webhook)))
 }
 
 /// Tells the registry of a stored change and waits until the webhook's
-/// actor has it: see `WebhookSaved`.
-async fn saved(state: &AppState, webhook: Webhook) {
+/// actor has it: see `WebhookUpdated`.
+async fn notify_updated(state: &AppState, webhook: Webhook) {
     // A closed mailbox means the server is stopping; the change is stored.
-    let _ = state.registry.send(WebhookSaved { webhook }).await;
+    let _ = state.registry.send(WebhookUpdated { webhook }).await;
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
@@ -373,7 +375,7 @@ pub async fn patch(
         .update_webhook(current.id, |w| rotated = apply(w, &changes, now))?
         .ok_or_else(not_found)?;
     state.store.flush().await?;
-    saved(&state, updated.clone()).await;
+    notify_updated(&state, updated.clone()).await;
     let out = if rotated {
         WebhookOut::with_secret(&updated)
     } else {
@@ -429,7 +431,7 @@ pub async fn rotate(
         })?
         .ok_or_else(not_found)?;
     state.store.flush().await?;
-    saved(&state, updated.clone()).await;
+    notify_updated(&state, updated.clone()).await;
     Ok(HttpResponse::Ok().json(SecretOut {
         secret: updated.secret,
     }))

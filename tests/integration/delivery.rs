@@ -1111,3 +1111,38 @@ async fn a_deleted_webhooks_actor_sends_nothing_more_while_its_address_is_held()
     })
     .await;
 }
+
+#[actix_web::test]
+async fn a_change_racing_a_delete_does_not_bring_the_webhook_back() {
+    use hookrelay::actors::registry::ActorCount;
+    let s = TestServer::start_with(|c| c.delivery.retry_schedule_ms = vec![300]).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.answer(500); // each webhook keeps a retry queued
+    for round in 0..10 {
+        let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+        let id = hook["id"].as_str().unwrap();
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+        let path = format!("/v1/webhooks/{id}");
+        let rename = Some(json!({"name": format!("renamed {round}")}));
+        // The change starts first, so that it is stored before the delete
+        // and told to the registry after it.
+        let (changed, deleted) =
+            futures_util::join!(s.call("PATCH", &path, Some(&key), rename), async {
+                actix_web::rt::task::yield_now().await;
+                s.call("DELETE", &path, Some(&key), None).await
+            });
+        assert!([200, 404].contains(&changed.0), "{changed:?}");
+        assert_eq!(deleted.0, 204);
+        let actors = s.registry.send(ActorCount).await.unwrap();
+        assert_eq!(
+            actors, 0,
+            "round {round}: the deleted webhook has an actor again"
+        );
+    }
+    let before = rx.count();
+    // What must not happen, a retry 300 ms (±20 %) after a first attempt,
+    // has no event to poll for: wait past every one's due time.
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.count(), before, "nothing sent after the deletes");
+}
