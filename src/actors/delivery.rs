@@ -182,13 +182,15 @@ impl Drop for Enqueue {
     }
 }
 
-/// The webhook was changed (PATCH, toggle, re-enable).
+/// The webhook was changed (PATCH, toggle, re-enable, new secret): read
+/// it again.
+///
+/// NB: the record is read from the store, not carried here, because
+/// concurrent changes may be told in another order than they were stored,
+/// and the last told must not win over the last stored.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WebhookChanged {
-    /// The stored record after the change.
-    pub webhook: Webhook,
-}
+pub struct WebhookChanged;
 
 /// Let go of the prepared endpoint if its client has been retired, so
 /// the retired pool, and the idle connections it keeps, can be dropped.
@@ -1012,13 +1014,19 @@ impl Handler<Enqueue> for DeliveryActor {
 impl Handler<WebhookChanged> for DeliveryActor {
     type Result = ();
 
-    fn handle(&mut self, msg: WebhookChanged, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: WebhookChanged, ctx: &mut Context<Self>) {
         if self.retired {
             return;
         }
         self.guarded(ctx, |act, ctx| {
             let was_ordered = act.webhook.as_ref().is_some_and(|w| w.ordered);
-            act.webhook = Some(Rc::new(msg.webhook));
+            act.webhook = match act.shared.store.webhook(act.webhook_id) {
+                Ok(w) => w.map(Rc::new),
+                Err(e) => {
+                    log::error!("webhook {}: cannot read its change: {e}", act.webhook_id);
+                    return;
+                }
+            };
             // A parked retry may be the oldest.
             let parked = act.parked > 0 || act.next_parked.is_some();
             if act.webhook.as_ref().is_some_and(|w| w.ordered) && !was_ordered && parked {

@@ -18,7 +18,6 @@ use super::delivery::{self, DeliveryActor};
 use super::log_writer::LogWriter;
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
-use crate::domain::webhook::Webhook;
 use crate::net::client;
 use crate::storage::Store;
 
@@ -136,8 +135,8 @@ pub struct WebhookCreated {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WebhookUpdated {
-    /// The stored record.
-    pub webhook: Webhook,
+    /// The changed webhook's id; its actor reads the stored record.
+    pub id: Uuid,
 }
 
 /// A webhook was deleted: drop its actor and anything it had in flight.
@@ -288,11 +287,10 @@ impl Handler<WebhookUpdated> for Registry {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: WebhookUpdated, _: &mut Context<Self>) -> Self::Result {
-        let changed = self.actors.get(&msg.webhook.id).map(|addr| {
-            addr.send(delivery::WebhookChanged {
-                webhook: msg.webhook,
-            })
-        });
+        let changed = self
+            .actors
+            .get(&msg.id)
+            .map(|addr| addr.send(delivery::WebhookChanged));
         Box::pin(async move {
             if let Some(changed) = changed {
                 // An error means the actor was gone already.

@@ -248,9 +248,9 @@ pub async fn create(
 
 /// Tells the registry of a stored change and waits until the webhook's
 /// actor has it: see `WebhookUpdated`.
-async fn notify_updated(state: &AppState, webhook: Webhook) {
+async fn notify_updated(state: &AppState, id: Uuid) {
     // A closed mailbox means the server is stopping; the change is stored.
-    let _ = state.registry.send(WebhookUpdated { webhook }).await;
+    let _ = state.registry.send(WebhookUpdated { id }).await;
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
@@ -375,7 +375,7 @@ pub async fn patch(
         .update_webhook(current.id, |w| rotated = apply(w, &changes, now))?
         .ok_or_else(not_found)?;
     state.store.flush().await?;
-    notify_updated(&state, updated.clone()).await;
+    notify_updated(&state, updated.id).await;
     let out = if rotated {
         WebhookOut::with_secret(&updated)
     } else {
@@ -431,7 +431,7 @@ pub async fn rotate(
         })?
         .ok_or_else(not_found)?;
     state.store.flush().await?;
-    notify_updated(&state, updated.clone()).await;
+    notify_updated(&state, updated.id).await;
     Ok(HttpResponse::Ok().json(SecretOut {
         secret: updated.secret,
     }))

@@ -1146,3 +1146,32 @@ async fn a_change_racing_a_delete_does_not_bring_the_webhook_back() {
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.count(), before, "nothing sent after the deletes");
 }
+
+#[actix_web::test]
+async fn concurrent_changes_leave_the_actor_with_the_stored_record() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let receivers = [Receiver::start().await, Receiver::start().await];
+    let hook = s.webhook(&key, &receivers[0].url, json!(["*"])).await;
+    let path = format!("/v1/webhooks/{}", hook["id"].as_str().unwrap());
+    let mut expected = [0, 0];
+    for round in 0..20 {
+        let to = |i: usize| Some(json!({"url": receivers[i].url}));
+        let (a, b) = futures_util::join!(
+            s.call("PATCH", &path, Some(&key), to(round % 2)),
+            s.call("PATCH", &path, Some(&key), to(1 - round % 2)),
+        );
+        assert_eq!((a.0, b.0), (200, 200));
+        // Whichever was stored last is what the webhook is now.
+        let (_, now) = s.call("GET", &path, Some(&key), None).await;
+        let at = receivers.iter().position(|r| now["url"] == r.url.as_str());
+        expected[at.expect("the webhook has one of the two URLs")] += 1;
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+        eventually("the round's delivery", WAIT, async || {
+            (receivers[0].count() + receivers[1].count() == round + 1).then_some(())
+        })
+        .await;
+        let got = [receivers[0].count(), receivers[1].count()];
+        assert_eq!(got, expected, "round {round}: delivered by a stale URL");
+    }
+}
