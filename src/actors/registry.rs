@@ -273,6 +273,21 @@ impl Actor for Registry {
     }
 }
 
+/// Replies once an actor has handled what it was sent; at once if there
+/// was no actor to send it to, or it was gone already.
+fn once_handled<M>(sent: Option<actix::dev::Request<DeliveryActor, M>>) -> ResponseFuture<()>
+where
+    DeliveryActor: Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    Box::pin(async move {
+        if let Some(sent) = sent {
+            let _ = sent.await;
+        }
+    })
+}
+
 impl Handler<WebhookCreated> for Registry {
     type Result = ();
 
@@ -287,16 +302,8 @@ impl Handler<WebhookUpdated> for Registry {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: WebhookUpdated, _: &mut Context<Self>) -> Self::Result {
-        let changed = self
-            .actors
-            .get(&msg.id)
-            .map(|addr| addr.send(delivery::WebhookChanged));
-        Box::pin(async move {
-            if let Some(changed) = changed {
-                // An error means the actor was gone already.
-                let _ = changed.await;
-            }
-        })
+        let changed = self.actors.get(&msg.id);
+        once_handled(changed.map(|addr| addr.send(delivery::WebhookChanged)))
     }
 }
 
@@ -304,16 +311,8 @@ impl Handler<WebhookDeleted> for Registry {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: WebhookDeleted, _: &mut Context<Self>) -> Self::Result {
-        let stopped = self
-            .actors
-            .remove(&msg.id)
-            .map(|addr| addr.send(delivery::Stop { deleted: true }));
-        Box::pin(async move {
-            if let Some(stopped) = stopped {
-                // An error means the actor was gone already.
-                let _ = stopped.await;
-            }
-        })
+        let stopped = self.actors.remove(&msg.id);
+        once_handled(stopped.map(|addr| addr.send(delivery::Stop { deleted: true })))
     }
 }
 
