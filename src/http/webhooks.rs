@@ -358,7 +358,8 @@ fn apply(w: &mut Webhook, c: &Changes, now: u64) -> bool {
 }
 
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)), request_body = WebhookPatch,
-    responses((status = 200, body = WebhookOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = WebhookOut, description = "Changed; every event published after this answer is delivered by the new settings"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn patch(
     state: web::Data<AppState>,
@@ -415,7 +416,8 @@ pub async fn reveal(
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks", params(("id" = Uuid, Path)),
-    responses((status = 200, body = SecretOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = SecretOut, description = "The new secret; every delivery attempt made after this answer is signed with it"),
+        (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
