@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::web::Bytes;
@@ -273,8 +274,18 @@ impl Actor for Registry {
     }
 }
 
-/// Replies once an actor has handled what it was sent; at once if there
-/// was no actor to send it to, or it was gone already.
+/// How long a change or a delete waits for the webhook's actor to handle
+/// it. What is sent is in the actor's mailbox at once (from a fresh
+/// address, `send` never holds a message back), ahead of any later
+/// delivery, and an actor drains its mailbox before it sends again. But
+/// one reading a long stored queue (after a restart or a re-activation)
+/// handles nothing until the read is done, which can take seconds; it
+/// sends nothing meanwhile either, so its caller is answered after this.
+const HANDLED_WITHIN: Duration = Duration::from_millis(250);
+
+/// Replies once an actor has handled what it was sent, or after
+/// `HANDLED_WITHIN`; at once if there was no actor to send it to, or it
+/// was gone already.
 fn once_handled<M>(sent: Option<actix::dev::Request<DeliveryActor, M>>) -> ResponseFuture<()>
 where
     DeliveryActor: Handler<M>,
@@ -283,7 +294,8 @@ where
 {
     Box::pin(async move {
         if let Some(sent) = sent {
-            let _ = sent.await;
+            // Timing out drops only the wait for the reply, not the message.
+            let _ = actix_web::rt::time::timeout(HANDLED_WITHIN, sent).await;
         }
     })
 }

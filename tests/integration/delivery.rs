@@ -648,6 +648,58 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
     .await;
 }
 
+/// Stores `n` retries of `webhook` due an hour from now, as days of a
+/// failing endpoint leave them, behind its actor's back: it finds them
+/// when it next reads its queue.
+fn store_retries_an_hour_ahead(s: &TestServer, webhook: uuid::Uuid, n: usize) {
+    let later = hookrelay::clock::now_ms() + 3_600_000;
+    for _ in 0..n {
+        s.app_store
+            .put_delivery(&hookrelay::domain::delivery::QueuedDelivery {
+                id: uuid::Uuid::now_v7(),
+                webhook_id: webhook,
+                event_id: uuid::Uuid::now_v7(),
+                event: APP.into(),
+                attempts: 3,
+                next_attempt_at: later,
+                created_at: 0,
+                only_in_event: false,
+            })
+            .unwrap();
+    }
+}
+
+/// A change sent while the webhook's actor reads a long stored queue
+/// (after a restart) is answered without waiting for the read, which
+/// holds back the actor's mailbox (see `registry::HANDLED_WITHIN`), and
+/// is applied once the read is done.
+#[actix_web::test]
+async fn a_change_sent_while_an_actor_reads_its_queue_applies_after_the_read() {
+    use hookrelay::actors::delivery::Holding;
+    const STORED: usize = 100_000;
+    let s = TestServer::start().await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    let hook = s.webhook(&key, "http://127.0.0.1:9/", json!(["*"])).await;
+    let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
+    let path = format!("/v1/webhooks/{id}");
+    let pause = Some(json!({"active": false}));
+    assert_eq!(s.call("PATCH", &path, Some(&key), pause).await.0, 200);
+    store_retries_an_hour_ahead(&s, id, STORED);
+    assert!(s.crash_actor(id).await, "restarts, counts its queue");
+    let resume = Some(json!({"active": true}));
+    assert_eq!(s.call("PATCH", &path, Some(&key), resume).await.0, 200);
+    // Resumed: it reads its queue again and parks every retry.
+    let all_parked = Holding {
+        outstanding: STORED,
+        held: 0,
+        parked: STORED,
+    };
+    eventually("every retry parked", WAIT, async || {
+        (s.depth(id).await == Some(all_parked)).then_some(())
+    })
+    .await;
+}
+
 /// A backlog waits in sled, not in memory: an endpoint failing for days
 /// leaves millions of stored retries. A paused webhook holds none of them,
 /// an enabled one parks them (indexed by due time in sled), and an ordered
@@ -658,7 +710,6 @@ async fn a_panicking_actor_restarts_and_others_are_untouched() {
 #[actix_web::test]
 async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_delete() {
     use hookrelay::actors::delivery::{Holding, WINDOW};
-    use hookrelay::domain::delivery::QueuedDelivery;
     const STORED: usize = 100_000;
     // One delivery thread, so both actors share it.
     let s = TestServer::start_with(|c| c.server.workers = 1).await;
@@ -672,21 +723,7 @@ async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_dele
     assert_eq!(patch_a(json!({"active": false})).await, 200, "paused");
     let b_rx = Receiver::start().await;
     s.webhook(&key, &b_rx.url, json!(["*"])).await;
-    let later = hookrelay::clock::now_ms() + 3_600_000;
-    for _ in 0..STORED {
-        s.app_store
-            .put_delivery(&QueuedDelivery {
-                id: uuid::Uuid::now_v7(),
-                webhook_id: a_id,
-                event_id: uuid::Uuid::now_v7(),
-                event: APP.into(),
-                attempts: 3,
-                next_attempt_at: later,
-                created_at: 0,
-                only_in_event: false,
-            })
-            .unwrap();
-    }
+    store_retries_an_hour_ahead(&s, a_id, STORED);
     let depth = async || s.depth(a_id).await;
     assert!(
         s.crash_actor(a_id).await,
