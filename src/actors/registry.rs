@@ -126,9 +126,10 @@ pub struct WebhookCreated {
 }
 
 /// A webhook was changed. The reply comes once its actor has the new
-/// record, so that an event ingested after the caller's response goes to
-/// the new URL, signed with the new secret: ingest reaches the actor
-/// directly, not through the registry, and could overtake it.
+/// record (or has it queued: see `HANDLED_WITHIN`), so that an event
+/// ingested after the caller's response goes to the new URL, signed with
+/// the new secret: ingest reaches the actor directly, not through the
+/// registry, and could overtake it.
 ///
 /// NB: only a delete removes an actor, so a change for a webhook without
 /// one raced a delete, and is dropped. Starting an actor for it would
@@ -141,8 +142,9 @@ pub struct WebhookUpdated {
 }
 
 /// A webhook was deleted: drop its actor and anything it had in flight.
-/// The reply comes once the actor has stopped, so that no attempt starts
-/// after the caller has been told the webhook is gone.
+/// The reply comes once the actor has stopped (or has the stop queued:
+/// see `HANDLED_WITHIN`), so that no attempt starts after the caller has
+/// been told the webhook is gone.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WebhookDeleted {

@@ -246,13 +246,6 @@ pub async fn create(
     Ok(HttpResponse::Created().json(WebhookOut::with_secret(&webhook)))
 }
 
-/// Tells the registry of a stored change and waits until the webhook's
-/// actor has it: see `WebhookUpdated`.
-async fn notify_updated(state: &AppState, id: Uuid) {
-    // A closed mailbox means the server is stopping; the change is stored.
-    let _ = state.registry.send(WebhookUpdated { id }).await;
-}
-
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
     responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -355,6 +348,13 @@ fn apply(w: &mut Webhook, c: &Changes, now: u64) -> bool {
     }
     w.updated_at = now;
     rotated
+}
+
+/// Tells the registry of a stored change and waits until the webhook's
+/// actor has it (or has it queued): see `WebhookUpdated`.
+async fn notify_updated(state: &AppState, id: Uuid) {
+    // A closed mailbox means the server is stopping; the change is stored.
+    let _ = state.registry.send(WebhookUpdated { id }).await;
 }
 
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)), request_body = WebhookPatch,

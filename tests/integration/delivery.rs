@@ -461,7 +461,8 @@ async fn an_event_ingested_after_a_change_is_answered_goes_by_the_new_url_and_se
     // event must go by the settings the caller was just told of.
     let mut sent = Vec::new();
     for round in 0..12 {
-        let to = &receivers[(round / 2) % 2];
+        let to_index = (round / 2) % 2;
+        let to = &receivers[to_index];
         let (status, changed) = if round % 2 == 0 {
             let url = json!({"url": to.url});
             let path = format!("/v1/webhooks/{id}");
@@ -476,7 +477,7 @@ async fn an_event_ingested_after_a_change_is_answered_goes_by_the_new_url_and_se
         }
         let tracking = format!("round-{round}");
         s.ingest(&key, &tracked_event(APP, &org, &tracking)).await;
-        sent.push((tracking, (round / 2) % 2, secret.clone()));
+        sent.push((tracking, to_index, secret.clone()));
     }
     eventually("every round's event", WAIT, async || {
         (receivers.iter().map(Receiver::count).sum::<usize>() == sent.len()).then_some(())
