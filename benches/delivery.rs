@@ -311,8 +311,24 @@ async fn end_to_end(h: &Hookrelay, seen: &Seen, events: usize, fanout: usize) ->
     }
 }
 
-/// Ingests at `rate` events/s for `events` events; latency percentiles (ms).
-async fn latency(h: &Hookrelay, seen: &Seen, rate: f64, events: usize) -> (f64, f64, f64) {
+/// (d)'s result, in ms: over the whole run, and the lowest and highest
+/// p99 of its consecutive windows of `LATENCY_WINDOW`.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    window_p99: (f64, f64),
+}
+
+/// (d) runs this long because a single stall of about 100 ms is over 1 %
+/// of a 6 s run, so it alone could decide the p99. The per-window p99s
+/// show whether slow receipts come in clusters or are spread out.
+const LATENCY_RUN: Duration = Duration::from_secs(30);
+const LATENCY_WINDOW: Duration = Duration::from_secs(5);
+
+/// Ingests at `rate` events/s for `LATENCY_RUN`; ingest-to-receipt latency.
+async fn latency(h: &Hookrelay, seen: &Seen, rate: f64) -> Latency {
+    let events = (rate * LATENCY_RUN.as_secs_f64()) as usize;
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
@@ -342,19 +358,40 @@ async fn latency(h: &Hookrelay, seen: &Seen, rate: f64, events: usize) -> (f64, 
         actix_web::rt::time::sleep(Duration::from_millis(2)).await;
     }
     let sent: std::collections::HashMap<u64, Instant> = sent.take().into_iter().collect();
-    let mut ms: Vec<f64> = seen
+    // (window, ms) of every receipt, the window by when its event was sent.
+    let mut receipts: Vec<(u64, f64)> = seen
         .arrivals
         .lock()
         .unwrap()
         .iter()
         .filter_map(|(seq, at)| {
-            sent.get(seq)
-                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+            sent.get(seq).map(|s| {
+                let window = s.duration_since(start).as_secs() / LATENCY_WINDOW.as_secs();
+                (window, at.duration_since(*s).as_secs_f64() * 1000.0)
+            })
         })
         .collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
-    (pct(0.50), pct(0.99), *ms.last().unwrap())
+    let mut all: Vec<f64> = receipts.iter().map(|(_, ms)| *ms).collect();
+    all.sort_by(|a, b| a.total_cmp(b));
+    receipts.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let window_p99s: Vec<f64> = receipts
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|w| percentile(&w.iter().map(|(_, ms)| *ms).collect::<Vec<_>>(), 0.99))
+        .collect();
+    Latency {
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        max: *all.last().unwrap(),
+        window_p99: (
+            window_p99s.iter().copied().fold(f64::INFINITY, f64::min),
+            window_p99s.iter().copied().fold(0.0, f64::max),
+        ),
+    }
+}
+
+/// The `p` quantile of `sorted` (ascending, not empty).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// The release binary, started as a child on a free loopback port with
@@ -647,8 +684,8 @@ fn main() {
             let one = run.deliveries_per_s;
             rows.push(format!("| (b) hookrelay, 1 webhook | {one:.0} deliveries/s = {:.0} % of (a) (durable ingests acknowledged at {:.0}/s; {}) | ≥ 35 % |", one / raw * 100.0, run.ingests_per_s, run.cpu.per_unit("delivery")));
             if wanted("d") {
-                let (p50, p99, max) = latency(&h, &seen, one / 2.0, (one * 3.0) as usize).await;
-                rows.push(format!("| (d) ingest→receipt latency at {:.0} events/s | p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms | p99 ≤ 10 ms |", one / 2.0));
+                let l = latency(&h, &seen, one / 2.0).await;
+                rows.push(format!("| (d) ingest→receipt latency at {:.0} events/s for {} s | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (p99 of each {} s: {:.1}–{:.1} ms) | p99 ≤ 10 ms |", one / 2.0, LATENCY_RUN.as_secs(), l.p50, l.p99, l.max, LATENCY_WINDOW.as_secs(), l.window_p99.0, l.window_p99.1));
             }
         }
         if wanted("c") {
