@@ -7,7 +7,7 @@
 //! Once per connection lifetime it has the delivery threads retire their
 //! expired HTTP clients (see `net::client`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,6 +29,35 @@ pub struct Registry {
     /// Written only by the registry.
     actors: Directory,
     next_arbiter: usize,
+    /// Webhooks deleted while they had no actor: see `WebhookCreated`.
+    deleted_unstarted: Tombstones,
+}
+
+/// Ids remembered for one to two `TOMBSTONE_AGE`s, so that deletes that
+/// never meet a creation (two deletes of one webhook at once, say) are
+/// not kept for ever. A creation is told within one flush of its insert.
+#[derive(Default)]
+struct Tombstones {
+    recent: HashSet<Uuid>,
+    older: HashSet<Uuid>,
+}
+
+const TOMBSTONE_AGE: Duration = Duration::from_secs(60);
+
+impl Tombstones {
+    fn insert(&mut self, id: Uuid) {
+        self.recent.insert(id);
+    }
+
+    /// True if `id` was remembered (and forgets it).
+    fn take(&mut self, id: &Uuid) -> bool {
+        self.recent.remove(id) || self.older.remove(id)
+    }
+
+    /// Forgets what was remembered before the last call.
+    fn age(&mut self) {
+        self.older = std::mem::take(&mut self.recent);
+    }
 }
 
 /// The running actors by webhook id, readable from any thread.
@@ -118,6 +147,12 @@ impl Directory {
 }
 
 /// A webhook was created: start its actor, which reads the stored record.
+///
+/// NB: the webhook is listed from its insert on, so a delete can come in
+/// before this and find no actor. The delete then stops nothing and removes
+/// the record, but an actor started afterwards would take deliveries
+/// ingested in the meantime and send them after the delete's 204. So the
+/// delete is remembered, and this message is dropped when it arrives.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WebhookCreated {
@@ -210,6 +245,7 @@ impl Registry {
             shared,
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
+            deleted_unstarted: Tombstones::default(),
         }
     }
 
@@ -247,6 +283,7 @@ impl Actor for Registry {
         ctx.run_interval(self.shared.client.connection_lifetime, |act, _| {
             act.retire_stale_clients();
         });
+        ctx.run_interval(TOMBSTONE_AGE, |act, _| act.deleted_unstarted.age());
         match self.shared.store.purge_orphan_deliveries() {
             Ok(0) => {}
             Ok(n) => log::warn!("removed {n} queued deliveries of deleted webhooks"),
@@ -306,6 +343,9 @@ impl Handler<WebhookCreated> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: WebhookCreated, _: &mut Context<Self>) {
+        if self.deleted_unstarted.take(&msg.id) {
+            return;
+        }
         if self.actors.get(&msg.id).is_none() {
             self.spawn(msg.id);
         }
@@ -326,6 +366,9 @@ impl Handler<WebhookDeleted> for Registry {
 
     fn handle(&mut self, msg: WebhookDeleted, _: &mut Context<Self>) -> Self::Result {
         let stopped = self.actors.remove(&msg.id);
+        if stopped.is_none() {
+            self.deleted_unstarted.insert(msg.id);
+        }
         once_handled(stopped.map(|addr| addr.send(delivery::Stop { deleted: true })))
     }
 }
@@ -406,4 +449,25 @@ impl Handler<DrainAll> for Registry {
 async fn replies_then_log<F: std::future::Future>(replies: Vec<F>, log_writer: LogWriter) {
     futures_util::future::join_all(replies).await;
     log_writer.written().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_is_kept_through_one_ageing_and_forgotten_at_the_second() {
+        let (kept, forgotten, taken) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut t = Tombstones::default();
+        t.insert(kept);
+        t.insert(forgotten);
+        t.insert(taken);
+        assert!(t.take(&taken));
+        assert!(!t.take(&taken), "taken once only");
+        t.age();
+        assert!(t.take(&kept), "kept through one ageing");
+        t.age();
+        assert!(!t.take(&forgotten), "forgotten after two");
+        assert!(t.recent.is_empty() && t.older.is_empty());
+    }
 }
