@@ -7,13 +7,18 @@
 //! polled, its mailbox fills and the broadcaster starts dropping (and then
 //! evicting) for it alone.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use futures_util::Stream;
 use serde::Deserialize;
 
 use super::broadcaster::{Broadcaster, Connect, Disconnect, Frame, GoingAway, Subscribe};
@@ -32,6 +37,8 @@ pub struct FeedSession {
     buffer: usize,
     evicted: Arc<AtomicBool>,
     last_heard: Instant,
+    /// Set by the session's `FrameGuard` when it ends the input stream.
+    oversized: Arc<AtomicBool>,
 }
 
 /// Upgrades `req` to a feed session.
@@ -43,6 +50,7 @@ pub fn start(
     broadcaster: Addr<Broadcaster>,
     buffer: usize,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let oversized = Arc::new(AtomicBool::new(false));
     let session = FeedSession {
         id: None,
         caller,
@@ -51,10 +59,101 @@ pub fn start(
         buffer,
         evicted: Arc::new(AtomicBool::new(false)),
         last_heard: Instant::now(),
+        oversized: oversized.clone(),
     };
-    ws::WsResponseBuilder::new(session, req, stream)
+    let guarded = FrameGuard {
+        stream,
+        header: Vec::with_capacity(14),
+        payload_left: 0,
+        oversized,
+    };
+    ws::WsResponseBuilder::new(session, req, guarded)
         .frame_size(MAX_CLIENT_FRAME)
         .start()
+}
+
+/// Ends a session's input at the header of any frame longer than
+/// `MAX_CLIENT_FRAME`.
+///
+/// NB: actix-http's decoder refuses such a frame only once all of it has
+/// arrived, and buffers it until then, so a client that announces a huge
+/// frame and keeps sending could fill the server's memory.
+struct FrameGuard<S> {
+    stream: S,
+    /// The header being read, while `payload_left` is 0.
+    header: Vec<u8>,
+    payload_left: u64,
+    oversized: Arc<AtomicBool>,
+}
+
+impl<S> FrameGuard<S> {
+    /// Follows frame boundaries through `chunk`; false at an oversized frame.
+    fn admits(&mut self, mut chunk: &[u8]) -> bool {
+        while !chunk.is_empty() {
+            if self.payload_left > 0 {
+                let skipped = self.payload_left.min(chunk.len() as u64);
+                self.payload_left -= skipped;
+                chunk = &chunk[skipped as usize..];
+                continue;
+            }
+            self.header.push(chunk[0]);
+            chunk = &chunk[1..];
+            if let Some(length) = payload_length(&self.header) {
+                if length > MAX_CLIENT_FRAME as u64 {
+                    return false;
+                }
+                self.payload_left = length;
+                self.header.clear();
+            }
+        }
+        true
+    }
+}
+
+/// A frame's payload length, once `header` holds all of its header
+/// (RFC 6455 §5.2: a 7-bit length, or 126 or 127 and 2 or 8 more bytes of
+/// length, then the mask if any).
+fn payload_length(header: &[u8]) -> Option<u64> {
+    let [_, second, rest @ ..] = header else {
+        return None;
+    };
+    let short = (second & 0x7f) as u64;
+    let extended = match short {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    if rest.len() < extended + mask {
+        return None;
+    }
+    Some(match extended {
+        0 => short,
+        n => rest[..n]
+            .iter()
+            .fold(0, |length, &b| length << 8 | b as u64),
+    })
+}
+
+impl<S: Stream<Item = Result<Bytes, PayloadError>> + Unpin> Stream for FrameGuard<S> {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        if self.oversized.load(Ordering::SeqCst) {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.stream).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            if !self.admits(chunk) {
+                self.oversized.store(true, Ordering::SeqCst);
+                return Poll::Ready(Some(Err(PayloadError::Overflow)));
+            }
+        }
+        polled
+    }
 }
 
 #[derive(Deserialize)]
@@ -183,6 +282,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for FeedSession {
                 "fragmented messages are not accepted",
             ),
             Ok(ws::Message::Nop) => {}
+            Err(_) if self.oversized.load(Ordering::SeqCst) => {
+                self.close(ctx, ws::CloseCode::Size, "message too big")
+            }
             Err(ws::ProtocolError::Overflow) => {
                 self.close(ctx, ws::CloseCode::Size, "message too big")
             }
@@ -191,6 +293,69 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for FeedSession {
                 ws::CloseCode::Protocol,
                 &format!("protocol error: {e}"),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> FrameGuard<()> {
+        FrameGuard {
+            stream: (),
+            header: Vec::new(),
+            payload_left: 0,
+            oversized: Arc::default(),
+        }
+    }
+
+    /// The header of a masked client text frame of `len` bytes.
+    fn header(len: usize) -> Vec<u8> {
+        let mut h = vec![0x81];
+        match len {
+            0..=125 => h.push(0x80 | len as u8),
+            126..=65535 => {
+                h.push(0x80 | 126);
+                h.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                h.push(0x80 | 127);
+                h.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        h.extend_from_slice(&[9, 9, 9, 9]);
+        h
+    }
+
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = header(len);
+        f.extend(std::iter::repeat_n(b'x', len));
+        f
+    }
+
+    #[test]
+    fn frames_up_to_the_limit_pass_however_they_are_split() {
+        let stream: Vec<u8> = [0, 5, 125, 126, 300, MAX_CLIENT_FRAME]
+            .into_iter()
+            .flat_map(frame)
+            .collect();
+        for split in [1, 2, 3, 7, 13, 4096, stream.len()] {
+            let mut g = guard();
+            assert!(stream.chunks(split).all(|c| g.admits(c)), "split {split}");
+            assert_eq!((g.payload_left, g.header.len()), (0, 0), "split {split}");
+        }
+    }
+
+    #[test]
+    fn a_longer_frame_is_refused_at_its_header() {
+        for len in [MAX_CLIENT_FRAME + 1, 1 << 40] {
+            let mut g = guard();
+            assert!(g.admits(&frame(3)), "a small frame first");
+            let h = header(len);
+            let (start, last) = h.split_at(h.len() - 1);
+            assert!(g.admits(start), "nothing to judge before the header ends");
+            assert!(!g.admits(last), "length {len}");
         }
     }
 }

@@ -458,6 +458,33 @@ async fn bad_client_messages_close_only_that_session() {
     .await;
 }
 
+/// A frame announced as huge is refused at its header. The WebSocket
+/// decoder would otherwise hold everything sent until the frame was
+/// complete, so one client could fill the server's memory.
+#[actix_web::test]
+async fn a_frame_announced_too_large_is_refused_before_its_payload_arrives() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start().await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    let mut c = FeedClient::connect(&s.base, &key).await;
+    // A masked text frame of 1 GiB, of which only its first MiB is sent.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    let io = c.framed.io_mut();
+    io.write_all(&header).await.unwrap();
+    for _ in 0..16 {
+        // The server may already have closed: that is the point.
+        if io.write_all(&[b'x'; 64 * 1024]).await.is_err() {
+            break;
+        }
+    }
+    let _ = io.flush().await;
+    assert!(c.closed_with().await.contains("too big"));
+    let (status, _) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+}
+
 #[actix_web::test]
 async fn a_large_screenshot_reaches_sessions_but_not_the_snapshot() {
     let s = TestServer::start().await;
