@@ -84,7 +84,10 @@ impl Application {
             connections,
             simulations: Default::default(),
             broadcaster: broadcaster.clone(),
-            tickets: Default::default(),
+            tickets: http::feed::Tickets::new(
+                Duration::from_secs(config.feed.ticket_ttl_s),
+                config.feed.max_sessions_per_key,
+            ),
             metrics: metrics.clone(),
         });
         let addr = config.bind_addr()?;

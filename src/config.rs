@@ -110,6 +110,8 @@ pub struct FeedConfig {
     pub session_buffer: usize,
     pub ticket_ttl_s: u64,
     pub max_frames_per_s: u64,
+    /// Sessions open plus tickets unused, per API key.
+    pub max_sessions_per_key: usize,
 }
 
 impl Default for FeedConfig {
@@ -120,6 +122,7 @@ impl Default for FeedConfig {
             session_buffer: 256,
             ticket_ttl_s: 60,
             max_frames_per_s: 10_000,
+            max_sessions_per_key: 100,
         }
     }
 }

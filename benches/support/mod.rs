@@ -23,6 +23,7 @@ pub async fn start_hookrelay() -> Hookrelay {
     c.storage.path = dir.path().join("data");
     c.auth.admin_key = Some(ADMIN.into());
     c.delivery.allow_private_targets = true;
+    c.feed.max_sessions_per_key = 0; // the feed benchmark opens 1,000 with one key
     let app = Application::build(c).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());

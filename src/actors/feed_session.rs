@@ -39,6 +39,8 @@ pub struct FeedSession {
     last_heard: Instant,
     /// Set by the session's `FrameGuard` when it ends the input stream.
     oversized: Arc<AtomicBool>,
+    /// The session's place in its key's session limit, held for its life.
+    _slot: Box<dyn Send>,
 }
 
 /// Upgrades `req` to a feed session.
@@ -49,6 +51,7 @@ pub fn start(
     event_types: Vec<String>,
     broadcaster: Addr<Broadcaster>,
     buffer: usize,
+    slot: impl Send + 'static,
 ) -> Result<HttpResponse, actix_web::Error> {
     let oversized = Arc::new(AtomicBool::new(false));
     let session = FeedSession {
@@ -60,6 +63,7 @@ pub fn start(
         evicted: Arc::new(AtomicBool::new(false)),
         last_heard: Instant::now(),
         oversized: oversized.clone(),
+        _slot: Box::new(slot),
     };
     let guarded = FrameGuard {
         stream,

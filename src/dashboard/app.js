@@ -278,6 +278,8 @@ function setBadge(connected) {
 async function connectFeed() {
   if (!state.key) return;
   const t = await api("POST", "/v1/feed/tickets").catch(() => null);
+  // Shown on hover: why it stays disconnected (a 429 names the session limit).
+  $("feed-badge").title = t && !t.ok ? (t.body?.error?.message ?? `HTTP ${t.status}`) : "";
   if (!t || !t.ok) return scheduleReconnect();
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/v1/feed?ticket=${encodeURIComponent(t.body.ticket)}`);

@@ -20,17 +20,20 @@ pub struct FeedClient {
 }
 
 async fn ticket(base: &str, key: &str) -> String {
+    let (status, body) = try_ticket(base, key).await;
+    assert_eq!(status, 201, "{body}");
+    body["ticket"].as_str().unwrap().to_string()
+}
+
+/// POST /v1/feed/tickets: the status and the JSON answer.
+async fn try_ticket(base: &str, key: &str) -> (u16, Value) {
     let mut r = awc::Client::default()
         .post(format!("{base}/v1/feed/tickets"))
         .insert_header(("authorization", format!("Bearer {key}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    r.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    (r.status().as_u16(), r.json::<Value>().await.unwrap())
 }
 
 /// The HTTP status of a refused upgrade, or 101.
@@ -412,6 +415,65 @@ async fn bad_tickets_are_refused_before_the_upgrade() {
         401,
         "expired"
     );
+}
+
+#[actix_web::test]
+async fn one_key_holds_at_most_its_share_of_sessions_and_tickets() {
+    let s = TestServer::start_with(|c| c.feed.max_sessions_per_key = 3).await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    let (_, other) = s.org("globex", "organisation", None).await;
+    // Held open to the end.
+    let _open = [
+        FeedClient::connect(&s.base, &key).await,
+        FeedClient::connect(&s.base, &key).await,
+    ];
+    let (status, unused) = try_ticket(&s.base, &key).await;
+    assert_eq!(status, 201, "a third: {unused}");
+    let (status, refused) = try_ticket(&s.base, &key).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "too_many_feed_sessions");
+    assert_eq!(
+        try_ticket(&s.base, &other).await.0,
+        201,
+        "another key is not limited by it"
+    );
+    // The unused ticket still opens a session, which keeps its place.
+    let url = format!(
+        "{}/v1/feed?ticket={}",
+        s.base.replace("http://", "ws://"),
+        unused["ticket"].as_str().unwrap()
+    );
+    let (_, third) = awc::Client::default()
+        .ws(url)
+        .connect()
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        try_ticket(&s.base, &key).await.0,
+        429,
+        "three sessions open"
+    );
+    // A closed session gives its place back once the server sees it close.
+    drop(third);
+    crate::support::eventually(
+        "a place to come free",
+        Duration::from_secs(10),
+        async || (try_ticket(&s.base, &key).await.0 == 201).then_some(()),
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn an_expired_ticket_gives_its_place_back() {
+    let s = TestServer::start_with(|c| {
+        c.feed.max_sessions_per_key = 1;
+        c.feed.ticket_ttl_s = 0;
+    })
+    .await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    for round in 0..3 {
+        assert_eq!(try_ticket(&s.base, &key).await.0, 201, "round {round}");
+    }
 }
 
 #[actix_web::test]
