@@ -472,7 +472,9 @@ async fn post_many(url: &str, key: &str, body: &[u8], n: usize, status: u16) {
 /// (e) The release binary with 10,000 webhooks: (peak RSS MB, restart s).
 async fn ten_thousand_webhooks() -> Option<(f64, f64)> {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = spawn_release(dir.path(), &[])?;
+    // All 10,000 in one organisation, ten times the default quota.
+    let unlimited = [("HOOKRELAY_LIMITS__WEBHOOKS_PER_ORGANISATION", "0")];
+    let (mut child, base) = spawn_release(dir.path(), &unlimited)?;
     wait_ready(&base, 0).await;
     let (_, key) = organisation(&base).await;
     let webhook =
@@ -481,7 +483,7 @@ async fn ten_thousand_webhooks() -> Option<(f64, f64)> {
     post_many(&format!("{base}/v1/webhooks"), &key, &body, 10_000, 201).await;
     child.kill().ok();
     child.wait().ok();
-    let (mut child, base) = spawn_release(dir.path(), &[])?;
+    let (mut child, base) = spawn_release(dir.path(), &unlimited)?;
     let started = wait_ready(&base, 10_000).await;
     let rss = memory_mb(&child, "VmHWM:");
     child.kill().ok();

@@ -19,6 +19,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub feed: FeedConfig,
     pub retention: RetentionConfig,
+    pub limits: LimitsConfig,
     pub catalog: CatalogConfig,
     pub event_types: Vec<EventTypeConfig>,
 }
@@ -137,6 +138,23 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig { days: 30.0 }
+    }
+}
+
+/// Per-tenant quotas, so that one tenant cannot use up what all share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// 0: no limit. Each webhook costs a delivery actor (a few KB) and a
+    /// queued delivery per event it subscribes to.
+    pub webhooks_per_organisation: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            webhooks_per_organisation: 1000,
+        }
     }
 }
 

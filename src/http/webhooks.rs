@@ -204,7 +204,8 @@ fn owner_for(state: &AppState, caller: &Caller, requested: Option<Uuid>) -> Resu
 }
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookIn,
-    responses((status = 201, body = WebhookOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 201, body = WebhookOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "webhook_limit_reached: the organisation has `limits.webhooks_per_organisation` webhooks")),
     security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -238,7 +239,13 @@ pub async fn create(
         last_delivery_at: None,
         failing_since: None,
     };
-    state.store.insert_webhook(&webhook)?;
+    let limit = state.config.limits.webhooks_per_organisation;
+    if !state.store.insert_webhook_within(&webhook, limit)? {
+        return Err(ApiError::unprocessable(
+            "webhook_limit_reached",
+            format!("this organisation already has {limit} webhooks, the most allowed; delete one first"),
+        ));
+    }
     state.store.flush().await?;
     // Waited for, so that the actor is listed by the time of the 201.
     // (A closed mailbox means the server is stopping; the webhook is stored.)

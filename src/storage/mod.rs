@@ -90,6 +90,8 @@ struct Inner {
     idempotency: sled::Tree,
     /// Held while a batch of log entries gets its ids (see `log.rs`).
     log_ids: std::sync::Mutex<()>,
+    /// Held while a webhook is counted and stored (see `webhooks.rs`).
+    webhook_creation: std::sync::Mutex<()>,
     unsettled: Arc<unsettled::Unsettled>,
     routing: routing::RoutingCache,
     org_cache: orgs::OrgCache,
@@ -134,6 +136,7 @@ impl Store {
             log: tree("log")?,
             idempotency: tree("idempotency")?,
             log_ids: Default::default(),
+            webhook_creation: Default::default(),
             unsettled,
             routing: Default::default(),
             org_cache: Default::default(),

@@ -10,6 +10,27 @@ use super::{pair_key, remove_prefix, second_id, Result, Store};
 use crate::domain::webhook::Webhook;
 
 impl Store {
+    /// Stores a new webhook unless its owner has `limit` already (0: no
+    /// limit); false if refused. Creations are counted one at a time, so
+    /// concurrent ones cannot pass the limit together.
+    pub fn insert_webhook_within(&self, w: &Webhook, limit: usize) -> Result<bool> {
+        let _one_at_a_time = self
+            .inner
+            .webhook_creation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if limit > 0 && self.webhook_count_of(w.organisation_id) >= limit {
+            return Ok(false);
+        }
+        self.insert_webhook(w)?;
+        Ok(true)
+    }
+
+    fn webhook_count_of(&self, owner: Uuid) -> usize {
+        let owned = self.inner.webhooks_by_owner.scan_prefix(owner.as_bytes());
+        owned.count()
+    }
+
     pub fn insert_webhook(&self, w: &Webhook) -> Result<()> {
         let i = &self.inner;
         (&i.webhooks, &i.webhooks_by_owner).transaction(|(hooks, owners)| {

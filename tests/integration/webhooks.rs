@@ -504,3 +504,40 @@ async fn the_list_pages_newest_first_within_scope() {
         );
     }
 }
+
+#[actix_web::test]
+async fn an_organisation_may_have_at_most_its_quota_of_webhooks() {
+    let s = TestServer::start_with(|c| c.limits.webhooks_per_organisation = 5).await;
+    let (_, key) = s.org("acme", "organisation", None).await;
+    let (_, other) = s.org("globex", "organisation", None).await;
+    let hook = json!({"name": "h", "url": "https://example.com/hook", "events": ["*"]});
+    // Twenty at once: counted one at a time, so exactly five are stored.
+    let answers = futures_util::future::join_all(
+        (0..20).map(|_| s.call("POST", "/v1/webhooks", Some(&key), Some(hook.clone()))),
+    )
+    .await;
+    let created: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a.0 == 201)
+        .map(|a| &a.1)
+        .collect();
+    assert_eq!(created.len(), 5, "{answers:?}");
+    let refused = answers.iter().find(|a| a.0 != 201).unwrap();
+    assert_eq!(refused.0, 422, "{refused:?}");
+    assert_eq!(refused.1["error"]["code"], "webhook_limit_reached");
+    let (_, list) = s.call("GET", "/v1/webhooks", Some(&key), None).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        5,
+        "nothing refused was stored"
+    );
+    let (status, _) = s
+        .call("POST", "/v1/webhooks", Some(&other), Some(hook.clone()))
+        .await;
+    assert_eq!(status, 201, "another organisation has its own quota");
+    // A delete makes room again.
+    let path = format!("/v1/webhooks/{}", created[0]["id"].as_str().unwrap());
+    assert_eq!(s.call("DELETE", &path, Some(&key), None).await.0, 204);
+    let (status, body) = s.call("POST", "/v1/webhooks", Some(&key), Some(hook)).await;
+    assert_eq!(status, 201, "{body}");
+}
