@@ -130,7 +130,9 @@ fn delivery_not_found() -> ApiError {
 
 #[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "deliveries",
     params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path, description = "A log entry's delivery_id (or id)")),
-    responses((status = 202, body = RedeliverOut), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 202, body = RedeliverOut), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "simulation_not_redelivered: the entry is a simulation's")),
+    security(("bearer" = [])))]
 pub async fn redeliver(
     state: web::Data<AppState>,
     caller: Caller,
@@ -142,8 +144,14 @@ pub async fn redeliver(
     let entry = state
         .store
         .find_log(w.id, id)?
-        .filter(|e| !e.simulation)
         .ok_or_else(delivery_not_found)?;
+    if entry.simulation {
+        // Its body was made up for the test and never stored as an event.
+        return Err(ApiError::unprocessable(
+            "simulation_not_redelivered",
+            "a simulation is never sent again; send a new one with POST /v1/webhooks/{id}/simulations",
+        ));
+    }
     let (_, body) = state.store.event(entry.event_id)?.ok_or_else(|| {
         ApiError::not_found("event_not_found", "the event has been purged by retention")
     })?;

@@ -116,6 +116,14 @@ async fn a_simulation_is_signed_sent_logged_and_matches_its_preview() {
     assert!(log
         .iter()
         .all(|e| e["simulation"] == true && e["outcome"] == "delivered"));
+    // Its body was never stored as an event, so it cannot go again.
+    let again = format!(
+        "/v1/webhooks/{id}/deliveries/{}/redeliver",
+        log[0]["delivery_id"].as_str().unwrap()
+    );
+    let (status, refused) = s.call("POST", &again, Some(&key), None).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "simulation_not_redelivered");
 }
 
 #[actix_web::test]
