@@ -41,6 +41,41 @@ pub struct FeedSession {
     oversized: Arc<AtomicBool>,
     /// The session's place in its key's session limit, held for its life.
     _slot: Box<dyn Send>,
+    /// Subscriptions on their way to the broadcaster (see `subscribe`).
+    subscriptions: OneAtATime<Vec<String>>,
+}
+
+/// Hands on one value at a time: offered while one is on its way, a value
+/// waits, replacing any older one waiting.
+struct OneAtATime<T> {
+    on_its_way: bool,
+    waiting: Option<T>,
+}
+
+impl<T> OneAtATime<T> {
+    fn new() -> Self {
+        OneAtATime {
+            on_its_way: false,
+            waiting: None,
+        }
+    }
+
+    /// `value` if it may go now (it is then on its way).
+    fn offer(&mut self, value: T) -> Option<T> {
+        if self.on_its_way {
+            self.waiting = Some(value);
+            return None;
+        }
+        self.on_its_way = true;
+        Some(value)
+    }
+
+    /// The one on its way arrived: the value to send next, if any.
+    fn arrived(&mut self) -> Option<T> {
+        self.on_its_way = false;
+        let next = self.waiting.take()?;
+        self.offer(next)
+    }
 }
 
 /// Upgrades `req` to a feed session.
@@ -64,6 +99,7 @@ pub fn start(
         last_heard: Instant::now(),
         oversized: oversized.clone(),
         _slot: Box::new(slot),
+        subscriptions: OneAtATime::new(),
     };
     let guarded = FrameGuard {
         stream,
@@ -191,13 +227,30 @@ impl FeedSession {
         });
     }
 
+    /// Tells the broadcaster, one subscription at a time: while one is on
+    /// its way, the latest that came after it waits, replacing any older.
+    ///
+    /// NB: forwarding each at once let a client that sent them at wire
+    /// speed fill the broadcaster's mailbox (1.5 GB in 15 s in a probe).
+    fn subscribe(&mut self, events: Vec<String>, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(events) = self.subscriptions.offer(events) {
+            self.tell_subscription(events, ctx);
+        }
+    }
+
+    fn tell_subscription(&mut self, events: Vec<String>, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(id) = self.id else { return };
+        let told = self.broadcaster.send(Subscribe { id, events });
+        ctx.spawn(told.into_actor(self).map(|_, act, ctx| {
+            if let Some(next) = act.subscriptions.arrived() {
+                act.tell_subscription(next, ctx);
+            }
+        }));
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         match serde_json::from_str::<ClientMessage>(text) {
-            Ok(ClientMessage::Subscribe { events }) => {
-                if let Some(id) = self.id {
-                    self.broadcaster.do_send(Subscribe { id, events });
-                }
-            }
+            Ok(ClientMessage::Subscribe { events }) => self.subscribe(events, ctx),
             Err(e) => self.close(
                 ctx,
                 ws::CloseCode::Invalid,
@@ -336,6 +389,19 @@ mod tests {
         let mut f = header(len);
         f.extend(std::iter::repeat_n(b'x', len));
         f
+    }
+
+    #[test]
+    fn one_at_a_time_sends_the_first_and_then_only_the_latest() {
+        let mut q = OneAtATime::new();
+        assert_eq!(q.offer(1), Some(1));
+        assert_eq!(q.offer(2), None);
+        assert_eq!(q.offer(3), None);
+        assert_eq!(q.arrived(), Some(3), "2 was replaced");
+        assert_eq!(q.offer(4), None, "3 is on its way");
+        assert_eq!(q.arrived(), Some(4));
+        assert_eq!(q.arrived(), None);
+        assert_eq!(q.offer(5), Some(5), "nothing on its way");
     }
 
     #[test]

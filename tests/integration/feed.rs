@@ -330,6 +330,28 @@ async fn subscribe_narrows_the_stream() {
     assert_eq!(c.events(1).await[0]["event"], ACTIVITY);
 }
 
+/// Subscriptions sent faster than the broadcaster takes them are merged,
+/// and the latest one is the one that applies.
+#[actix_web::test]
+async fn of_many_subscriptions_sent_at_once_the_latest_applies() {
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let mut c = FeedClient::connect(&s.base, &key).await;
+    let app_only = json!({"type": "subscribe", "events": [APP]}).to_string();
+    for _ in 0..2_000 {
+        c.framed
+            .feed(Message::Text(app_only.clone().into()))
+            .await
+            .unwrap();
+    }
+    subscribe_to_activity(&mut c, &s, &org, &key).await;
+    for _ in 0..3 {
+        s.ingest(&key, &desktop_event(APP, &org)).await;
+        s.ingest(&key, &desktop_event(ACTIVITY, &org)).await;
+        assert_eq!(c.events(1).await[0]["event"], ACTIVITY);
+    }
+}
+
 /// Reads until the event `last` arrives: (event ids seen, the event types
 /// seen, the sum of every `lagged` count).
 async fn read_until(c: &mut FeedClient, last: &Value) -> (Vec<Value>, Vec<Value>, u64) {
