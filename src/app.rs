@@ -88,6 +88,7 @@ impl Application {
                 Duration::from_secs(config.feed.ticket_ttl_s),
                 config.feed.max_sessions_per_key,
             ),
+            body_budget: http::body_budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
             metrics: metrics.clone(),
         });
         let addr = config.bind_addr()?;

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// 0 means one worker per core.
     pub workers: usize,
     pub max_body_bytes: usize,
+    /// Bytes of event and simulation bodies held at once, over all requests.
+    pub max_body_bytes_in_flight: usize,
     /// Serve /metrics without the admin key.
     pub metrics_public: bool,
     /// Seconds a SIGINT/SIGTERM shutdown waits for in-flight work.
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             max_body_bytes: 52_428_800,
+            max_body_bytes_in_flight: 268_435_456,
             metrics_public: false,
             shutdown_grace_s: 10,
         }
@@ -295,6 +298,12 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.max_body_bytes_in_flight < self.server.max_body_bytes {
+            return Err(invalid(
+                "server.max_body_bytes_in_flight",
+                "must be at least server.max_body_bytes, or no body that large could be taken",
+            ));
         }
         if self.feed.session_buffer == 0 || self.feed.pool_size == 0 {
             return Err(invalid(

@@ -116,7 +116,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Each 503 is a moment's lack of room, not an outage.
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response
             .content_type("application/json")
             .body(self.body_json())
     }

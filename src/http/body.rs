@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::body_budget::{BodyBudget, BodyHold};
 use super::MANAGEMENT_BODY_LIMIT;
 use crate::canonical::{self, CanonicalError};
 use crate::error::ApiError;
@@ -35,25 +36,29 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 
 /// Reads the whole body, refusing it with 413 once it passes `limit`,
 /// and decodes it if it came gzip- or deflate-compressed (as a producer
-/// may send screenshots): `limit` bounds the decoded body too.
-pub async fn read_body(
+/// may send screenshots): `limit` bounds the decoded body too. The body
+/// takes room in `hold` as it is read (see `body_budget`).
+async fn read_body(
     req: &HttpRequest,
     payload: Payload,
     limit: usize,
+    hold: &mut BodyHold,
 ) -> Result<BytesMut, ApiError> {
     let coding = content_coding(req)?;
-    let raw = read_raw(req, payload, limit).await?;
-    match coding {
-        None => Ok(raw),
-        Some(coding) if raw.len() < DECODE_INLINE => decode(coding, &raw, limit),
+    let raw = read_raw(req, payload, limit, hold).await?;
+    let decoded = match coding {
+        None => return Ok(raw),
+        Some(coding) if raw.len() < DECODE_INLINE => decode(coding, &raw, limit)?,
         // A large body takes tens of milliseconds to inflate: off the
         // HTTP worker, which serves other requests meanwhile.
         Some(coding) => web::block(move || decode(coding, &raw, limit))
             .await
             .map_err(|_| {
                 ApiError::unavailable("service_unavailable", "cannot decode the body now")
-            })?,
-    }
+            })??,
+    };
+    hold.grow_to(decoded.len())?;
+    Ok(decoded)
 }
 
 /// Compressed bodies up to this size are decoded on the HTTP worker.
@@ -114,6 +119,7 @@ async fn read_raw(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
+    hold: &mut BodyHold,
 ) -> Result<BytesMut, ApiError> {
     let declared = req
         .headers()
@@ -123,6 +129,7 @@ async fn read_raw(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
+    hold.wait_for(declared.unwrap_or(0)).await?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
@@ -131,20 +138,25 @@ async fn read_raw(
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::too_large(limit));
         }
+        hold.grow_to(buf.len() + chunk.len())?;
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
 }
 
-/// A JSON body of at most `limit` bytes: 415 for another content type,
-/// 413 past the limit.
+/// A large JSON body (an event, a simulation) of at most `limit` bytes:
+/// 415 for another content type, 413 past the limit, 503 while `budget`
+/// has no room for it. Keep the hold for as long as the body's copies live.
 pub async fn read_json_body(
     req: &HttpRequest,
     payload: Payload,
     limit: usize,
-) -> Result<BytesMut, ApiError> {
+    budget: &BodyBudget,
+) -> Result<(BytesMut, BodyHold), ApiError> {
     require_json(req)?;
-    read_body(req, payload, limit).await
+    let mut hold = budget.hold();
+    let body = read_body(req, payload, limit, &mut hold).await?;
+    Ok((body, hold))
 }
 
 /// Parses a JSON object into `T`; the error names the path of the bad
@@ -226,7 +238,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let bytes = read_json_body(&req, payload, MANAGEMENT_BODY_LIMIT).await?;
+            require_json(&req)?;
+            // Small enough to need no room in the budget, which the
+            // dashboard's edits must not queue behind screenshots for.
+            let mut unbudgeted = BodyHold::unbudgeted();
+            let bytes = read_body(&req, payload, MANAGEMENT_BODY_LIMIT, &mut unbudgeted).await?;
             parse_json(&bytes).map(ApiJson)
         })
     }

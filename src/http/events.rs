@@ -153,13 +153,15 @@ pub async fn ingest(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = read_json_body(
+    let (raw, _body_held) = read_json_body(
         &req,
         payload.into_inner(),
         state.config.server.max_body_bytes,
+        &state.body_budget,
     )
     .await?;
     let accepted = accept(&state, &caller, &raw)?;
+    drop(raw); // a screenshot's copy as sent need not wait for the flush
     let env = &accepted.envelope;
     let org_id = accepted.organisation.id;
     let now = now_ms();

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod body_budget;
 mod deliveries;
 mod events;
 pub mod feed;
@@ -52,6 +53,7 @@ pub struct AppState {
     pub simulations: simulations::SimulationSlots,
     pub broadcaster: Addr<Broadcaster>,
     pub tickets: feed::Tickets,
+    pub body_budget: body_budget::BodyBudget,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 

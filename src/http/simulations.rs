@@ -174,10 +174,11 @@ pub async fn send(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = read_json_body(
+    let (raw, _body_held) = read_json_body(
         &req,
         payload.into_inner(),
         state.config.server.max_body_bytes,
+        &state.body_budget,
     )
     .await?;
     let input: SimulationIn = parse_json(&raw)?;

@@ -265,3 +265,90 @@ async fn an_idempotency_key_stores_an_event_once() {
     .await;
     assert_eq!(rx.count(), 2, "each once");
 }
+
+/// `event` with a filler field, so that its JSON is about `bytes` long.
+fn padded(event: Value, bytes: usize) -> Vec<u8> {
+    let mut event = event;
+    event["data"][0]["filler"] = json!("x".repeat(bytes));
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// POST /v1/events with a chunked body (no Content-Length): the status,
+/// `Retry-After` and the answer.
+async fn ingest_chunked(s: &TestServer, key: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+    let chunk = futures_util::stream::once(async { Ok::<_, std::io::Error>(body.into()) });
+    let mut r = awc::Client::default()
+        .post(format!("{}/v1/events", s.base))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .insert_header(("content-type", "application/json"))
+        .send_stream(chunk)
+        .await
+        .unwrap();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), retry_after, r.json().await.unwrap())
+}
+
+#[actix_web::test]
+async fn large_bodies_share_the_in_flight_budget_and_management_does_not_wait() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|c| {
+        c.server.max_body_bytes = 100 * 1024;
+        c.server.max_body_bytes_in_flight = 100 * 1024;
+    })
+    .await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let app = "desktop.app_tracking.captured";
+    // A producer announces 90 KiB and, for now, sends only its headers.
+    let slow_body = padded(desktop_event(app, &org), 90 * 1024);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        slow_body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Meanwhile a body that grows past the room left is refused at once.
+    let refused = eventually(
+        "the slow upload to hold its room",
+        Duration::from_secs(10),
+        async || {
+            let (status, retry_after, body) =
+                ingest_chunked(&s, &key, padded(desktop_event(app, &org), 20 * 1024)).await;
+            (status == 503).then_some((retry_after, body))
+        },
+    )
+    .await;
+    assert_eq!(refused.1["error"]["code"], "server_busy", "{}", refused.1);
+    assert_eq!(refused.0.as_deref(), Some("1"), "Retry-After");
+    // Management bodies do not count against it.
+    let (status, _) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&key),
+            Some(json!({"name": "h", "url": "https://example.com/h", "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // A declared body waits for room, which the slow upload gives back once done.
+    let waiting = s.raw(
+        "POST",
+        "/v1/events",
+        Some(&key),
+        Some("application/json"),
+        Some(padded(desktop_event(app, &org), 20 * 1024)),
+    );
+    let finish = async {
+        slow.write_all(&slow_body).await.unwrap();
+        let mut answer = String::new();
+        slow.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let ((status, waited), answer) = futures_util::join!(waiting, finish);
+    assert_eq!(status, 202, "{waited}");
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+}
