@@ -24,13 +24,27 @@ pub struct StoredEvent {
 /// The record's layout: `[ROUTED][u32 header length][header][u32 route
 /// count][routes: webhook id ++ delivery id, 32 bytes each][body]`, or
 /// `[ROUTED_LZ4]` and the same after the tag LZ4-compressed (see
-/// `COMPRESS_UP_TO`). The routes are what recovers first attempts after a
+/// `COMPRESS_UP_TO`), or `[ROUTED_CHUNKED]`, the same up to the routes and
+/// then `[u32 chunk count]`, with the body in `event_chunks` (see
+/// `CHUNKED_OVER`). The routes are what recovers first attempts after a
 /// crash (see `unsettled.rs`); the body is kept as raw bytes so a
 /// multi-megabyte screenshot is never re-escaped. Records written before
 /// routes were kept lack the tag and the routes: `[u32 header
 /// length][header][body]`.
 const ROUTED: u8 = 0xE1;
 const ROUTED_LZ4: u8 = 0xE2;
+const ROUTED_CHUNKED: u8 = 0xE3;
+
+/// Bodies over this size are stored in chunks of it.
+///
+/// NB: sled 0.34 never evicted large values from its cache. Its LRU splits
+/// `cache_capacity` over 256 shards (256 KiB each at 64 MiB) and never
+/// evicts a shard's only page, and a leaf of up to 16 values of 200 KB is
+/// larger than that. In a probe, 8,000 screenshots of 200 KB took the
+/// process to 1.9 GB, growing with every one until retention. With values
+/// of 8 KiB, sled alone held 75 MB after 800 MB of inserts, where values of
+/// 100 KB grew without bound.
+const CHUNKED_OVER: usize = 8 * 1024;
 
 /// Records up to this size are stored compressed. sled keeps a small value
 /// inside its leaf node and rewrites the whole leaf every few inserts (and
@@ -41,31 +55,46 @@ const ROUTED_LZ4: u8 = 0xE2;
 const COMPRESS_UP_TO: usize = 64 * 1024;
 
 fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<u8> {
+    let chunked = body.len() > CHUNKED_OVER;
     let header = encode(e);
-    let len = 8 + header.len() + 32 * routes.len() + body.len();
-    let mut out = Vec::with_capacity(1 + len);
-    let compressed = len <= COMPRESS_UP_TO;
-    if !compressed {
-        out.push(ROUTED);
-    }
+    let mut out = vec![ROUTED_CHUNKED]; // the tag, changed below if need be
     out.extend_from_slice(&(header.len() as u32).to_be_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&(routes.len() as u32).to_be_bytes());
     for d in routes {
         out.extend_from_slice(&pair_key(d.webhook_id, d.id));
     }
-    out.extend_from_slice(body);
-    if compressed {
-        return compress_tagged(ROUTED_LZ4, &out);
+    if chunked {
+        out.extend_from_slice(&chunk_count(body.len()).to_be_bytes());
+        return out;
     }
+    out.extend_from_slice(body);
+    if out.len() - 1 <= COMPRESS_UP_TO {
+        return compress_tagged(ROUTED_LZ4, &out[1..]);
+    }
+    out[0] = ROUTED;
     out
 }
 
-/// The parts of a stored record: header, routes (32-byte pairs), body.
+fn chunk_count(body_len: usize) -> u32 {
+    body_len.div_ceil(CHUNKED_OVER) as u32
+}
+
+/// `event_chunks`' key of chunk `index` of event `id`.
+fn chunk_key(id: Uuid, index: u32) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(id.as_bytes());
+    key[16..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The parts of a stored record: header, routes (32-byte pairs), body
+/// (empty if it is stored in `chunks` chunks).
 pub(super) struct Parts<'a> {
     pub header: StoredEvent,
     pub routes: Cow<'a, [u8]>,
     pub body: Cow<'a, [u8]>,
+    pub chunks: Option<u32>,
 }
 
 pub(super) fn decode_event(bytes: &[u8]) -> Result<Parts<'_>> {
@@ -77,15 +106,24 @@ pub(super) fn decode_event(bytes: &[u8]) -> Result<Parts<'_>> {
                 header: parts.header,
                 routes: Cow::Owned(parts.routes.into_owned()),
                 body: Cow::Owned(parts.body.into_owned()),
+                chunks: None,
             })
         }
         Some((&ROUTED, rest)) => decode_routed(rest),
+        Some((&ROUTED_CHUNKED, rest)) => {
+            let mut parts = decode_routed(rest)?;
+            let count = parts.body.get(..4).ok_or_else(truncated)?;
+            parts.chunks = Some(u32::from_be_bytes(count.try_into().unwrap()));
+            parts.body = Cow::Borrowed(&[]);
+            Ok(parts)
+        }
         _ => {
             let (header, body) = take_sized(bytes, 1).ok_or_else(truncated)?;
             Ok(Parts {
                 header: decode("event", header)?,
                 routes: Cow::Borrowed(&[]),
                 body: Cow::Borrowed(body),
+                chunks: None,
             })
         }
     }
@@ -99,6 +137,7 @@ fn decode_routed(bytes: &[u8]) -> Result<Parts<'_>> {
         header: decode("event", header)?,
         routes: Cow::Borrowed(routes),
         body: Cow::Borrowed(body),
+        chunks: None,
     })
 }
 
@@ -141,10 +180,11 @@ impl Store {
         body: &[u8],
         deliveries: &[QueuedDelivery],
     ) -> Result<()> {
-        let written = self
-            .inner
-            .events
-            .insert(e.id.as_bytes(), encode_event(e, deliveries, body));
+        // The chunks first: a crash leaves a record only with its chunks.
+        let written = self.insert_chunks(e.id, body).and_then(|()| {
+            let record = encode_event(e, deliveries, body);
+            Ok(self.inner.events.insert(e.id.as_bytes(), record)?)
+        });
         if written.is_err() {
             deliveries.iter().for_each(|d| self.settle(d.event_id));
         }
@@ -158,7 +198,49 @@ impl Store {
     pub fn discard_event(&self, e: &StoredEvent, deliveries: &[QueuedDelivery]) -> Result<()> {
         deliveries.iter().for_each(|d| self.settle(d.event_id));
         self.inner.events.remove(e.id.as_bytes())?;
+        self.remove_chunks(e.id)
+    }
+
+    /// A body over `CHUNKED_OVER` goes to `event_chunks`; a smaller one
+    /// stays in its record.
+    fn insert_chunks(&self, id: Uuid, body: &[u8]) -> Result<()> {
+        if body.len() <= CHUNKED_OVER {
+            return Ok(());
+        }
+        for (i, chunk) in body.chunks(CHUNKED_OVER).enumerate() {
+            self.inner
+                .event_chunks
+                .insert(chunk_key(id, i as u32), chunk)?;
+        }
         Ok(())
+    }
+
+    fn remove_chunks(&self, id: Uuid) -> Result<()> {
+        for key in self.inner.event_chunks.scan_prefix(id.as_bytes()).keys() {
+            self.inner.event_chunks.remove(key?)?;
+        }
+        Ok(())
+    }
+
+    /// The body of a decoded record, read from its chunks if it has them.
+    fn body_of(&self, parts: &Parts<'_>) -> Result<Vec<u8>> {
+        let Some(count) = parts.chunks else {
+            return Ok(parts.body.to_vec());
+        };
+        let id = parts.header.id;
+        let mut body = Vec::with_capacity(count as usize * CHUNKED_OVER);
+        let mut found = 0;
+        for chunk in self.inner.event_chunks.scan_prefix(id.as_bytes()).values() {
+            body.extend_from_slice(&chunk?);
+            found += 1;
+        }
+        if found != count {
+            return Err(StorageError::Codec {
+                what: "event",
+                message: format!("{found} of the {count} chunks of event {id}'s body found"),
+            });
+        }
+        Ok(body)
     }
 
     /// A first attempt of `event_id` was judged or moved to the queue.
@@ -182,7 +264,8 @@ impl Store {
         match self.inner.events.get(id.as_bytes())? {
             Some(v) => {
                 let parts = decode_event(&v)?;
-                Ok(Some((parts.header, parts.body.into_owned())))
+                let body = self.body_of(&parts)?;
+                Ok(Some((parts.header, body)))
             }
             None => Ok(None),
         }
@@ -194,7 +277,8 @@ impl Store {
         for item in self.inner.events.iter().rev().take(limit) {
             let (_, v) = item?;
             let parts = decode_event(&v)?;
-            out.push((parts.header, parts.body.into_owned()));
+            let body = self.body_of(&parts)?;
+            out.push((parts.header, body));
         }
         Ok(out)
     }
@@ -214,13 +298,33 @@ impl Store {
             if v7_millis(&key) >= cutoff_ms {
                 break;
             }
-            let needed = Uuid::from_slice(&key).is_ok_and(|id| needed.contains(&id));
-            if !needed {
-                events.remove(key)?;
+            let id = Uuid::from_slice(&key).ok();
+            if !id.is_some_and(|id| needed.contains(&id)) {
+                events.remove(&key)?;
+                if let Some(id) = id {
+                    self.remove_chunks(id)?;
+                }
                 n += 1;
             }
         }
+        self.purge_orphan_chunks_before(cutoff_ms)?;
         Ok(n)
+    }
+
+    /// Removes chunks made before `cutoff_ms` whose record is gone: those a
+    /// crash left between writing the chunks and their record.
+    fn purge_orphan_chunks_before(&self, cutoff_ms: u64) -> Result<()> {
+        let chunks = &self.inner.event_chunks;
+        for key in chunks.iter().keys() {
+            let key = key?;
+            if v7_millis(&key) >= cutoff_ms {
+                break;
+            }
+            if !self.inner.events.contains_key(&key[..16])? {
+                chunks.remove(key)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -277,15 +381,31 @@ mod tests {
             .collect();
         let small =
             br#"{"data":[{"app":{"name":"Google Chrome"}},{"app":{"name":"Google Chrome"}}]}"#;
-        let large = format!(r#"{{"image":"{}"}}"#, "QUJD".repeat(COMPRESS_UP_TO / 4));
-        for (body, tag) in [(&small[..], ROUTED_LZ4), (large.as_bytes(), ROUTED)] {
-            let record = encode_event(&e, &routes, body);
-            assert_eq!(record[0], tag);
-            let parts = decode_event(&record).unwrap();
-            assert_eq!(parts.header, e);
-            assert_eq!(&parts.routes[..], &pairs[..]);
-            assert_eq!(&parts.body[..], body);
-        }
+        let record = encode_event(&e, &routes, small);
+        assert_eq!(record[0], ROUTED_LZ4);
+        let parts = decode_event(&record).unwrap();
+        assert_eq!(parts.header, e);
+        assert_eq!(&parts.routes[..], &pairs[..]);
+        assert_eq!((&parts.body[..], parts.chunks), (&small[..], None));
+        // A large body is not in the record, only how many chunks it has.
+        let large = format!(r#"{{"image":"{}"}}"#, "QUJD".repeat(CHUNKED_OVER));
+        let record = encode_event(&e, &routes, large.as_bytes());
+        assert_eq!(record[0], ROUTED_CHUNKED);
+        assert!(record.len() < 400, "{} bytes", record.len());
+        let parts = decode_event(&record).unwrap();
+        assert_eq!((&parts.header, &parts.routes[..]), (&e, &pairs[..]));
+        assert_eq!((parts.body.len(), parts.chunks), (0, Some(5)));
+        // So many routes that even a small body's record is not compressed.
+        let many: Vec<QueuedDelivery> = (0..2100)
+            .map(|_| test_delivery(Uuid::now_v7(), e.id))
+            .collect();
+        let record = encode_event(&e, &many, small);
+        assert_eq!(record[0], ROUTED);
+        let parts = decode_event(&record).unwrap();
+        assert_eq!(
+            (parts.routes.len(), &parts.body[..]),
+            (2100 * 32, &small[..])
+        );
         // Written before routes were kept: no tag, no routes.
         let header_bytes = encode(&e);
         let legacy = [
@@ -297,6 +417,47 @@ mod tests {
         let parts = decode_event(&legacy).unwrap();
         assert_eq!((parts.header, &parts.body[..]), (e, &small[..]));
         assert!(parts.routes.is_empty());
+    }
+
+    #[test]
+    fn a_large_body_is_stored_in_chunks_read_back_whole_and_removed_with_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let e = header(Uuid::now_v7());
+        let body: Vec<u8> = (0..CHUNKED_OVER * 7 / 2).map(|i| (i % 251) as u8).collect();
+        store.insert_event(&e, &body, &[]).unwrap();
+        assert_eq!(store.inner.event_chunks.len(), 4);
+        assert_eq!(store.event(e.id).unwrap(), Some((e.clone(), body.clone())));
+        assert_eq!(store.recent_events(1).unwrap(), vec![(e.clone(), body)]);
+        // A lost chunk is an error, not a shorter body.
+        let last = chunk_key(e.id, 3);
+        let saved = store.inner.event_chunks.remove(last).unwrap().unwrap();
+        assert!(store.event(e.id).is_err());
+        store.inner.event_chunks.insert(last, saved).unwrap();
+        store.discard_event(&e, &[]).unwrap();
+        assert_eq!(
+            (store.event(e.id).unwrap(), store.inner.event_chunks.len()),
+            (None, 0)
+        );
+    }
+
+    #[test]
+    fn retention_removes_an_old_events_chunks_and_those_a_crash_left_without_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let big = vec![b'x'; CHUNKED_OVER * 2];
+        let old = header(id_from(40));
+        store.insert_event(&old, &big, &[]).unwrap();
+        // Chunks written, then a crash before their record.
+        let orphan = id_from(40);
+        store.insert_chunks(orphan, &big).unwrap();
+        let recent = header(Uuid::now_v7());
+        store.insert_event(&recent, &big, &[]).unwrap();
+        assert_eq!(store.inner.event_chunks.len(), 6);
+        let cutoff = now_ms() - 30 * 86_400_000;
+        assert_eq!(store.purge_events_before(cutoff).unwrap(), 1);
+        assert_eq!(store.inner.event_chunks.len(), 2, "only the recent event's");
+        assert_eq!(store.event(recent.id).unwrap().unwrap().1, big);
     }
 
     #[test]

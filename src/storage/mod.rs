@@ -11,7 +11,9 @@
 //! - `webhooks`: webhook id → `Webhook`; `webhooks_by_owner`: owner id ++
 //!   webhook id → ().
 //! - `events`: event id → `StoredEvent` header, the routes of its
-//!   deliveries and the raw canonical body.
+//!   deliveries and the raw canonical body, or, for a large body, its
+//!   number of chunks; `event_chunks`: event id ++ chunk index (u32) → a
+//!   piece of that body (see `events.rs`).
 //! - `queue`: webhook id ++ delivery id → `QueuedDelivery` (a webhook's
 //!   outstanding deliveries that are retries, redeliveries or were moved
 //!   out of memory; a first attempt is recovered from its event's record,
@@ -84,6 +86,7 @@ struct Inner {
     webhooks: sled::Tree,
     webhooks_by_owner: sled::Tree,
     events: sled::Tree,
+    event_chunks: sled::Tree,
     queue: sled::Tree,
     parked: sled::Tree,
     log: sled::Tree,
@@ -131,6 +134,7 @@ impl Store {
             webhooks: tree("webhooks")?,
             webhooks_by_owner: tree("webhooks_by_owner")?,
             events: tree("events")?,
+            event_chunks: tree("event_chunks")?,
             queue: tree("queue")?,
             parked: tree("parked")?,
             log: tree("log")?,
