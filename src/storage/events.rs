@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::codec::{compress_tagged, decode, decompress, encode};
-use super::{pair_key, Result, StorageError, Store};
+use super::{pair_key, remove_prefix, Result, StorageError, Store};
 use crate::domain::delivery::QueuedDelivery;
 
 /// What is known of an event besides its body.
@@ -171,8 +171,8 @@ impl Store {
     }
 
     /// Writes an event (with an id from `open_event`) and the routes of its
-    /// deliveries, in one insert: no queue entry is written for a first
-    /// attempt. Not yet durable: await `flush` before acknowledging. On
+    /// deliveries in one record, after the chunks of a large body: no
+    /// queue entry is written for a first attempt. Not yet durable: await `flush` before acknowledging. On
     /// failure the deliveries are settled, as nothing will send them.
     pub fn insert_event(
         &self,
@@ -216,10 +216,7 @@ impl Store {
     }
 
     fn remove_chunks(&self, id: Uuid) -> Result<()> {
-        for key in self.inner.event_chunks.scan_prefix(id.as_bytes()).keys() {
-            self.inner.event_chunks.remove(key?)?;
-        }
-        Ok(())
+        remove_prefix(&self.inner.event_chunks, id.as_bytes()).map(|_| ())
     }
 
     /// The body of a decoded record, read from its chunks if it has them.
