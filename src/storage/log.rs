@@ -38,6 +38,24 @@ fn encode_batch(entries: &[LogEntry]) -> Vec<u8> {
     compress_tagged(BATCH, &plain)
 }
 
+/// About how large a batch may be before compression.
+///
+/// NB: sled 0.34 never evicts a large value from its cache (see
+/// `CHUNKED_OVER` in `events.rs`), and 32 entries that each kept 4 KiB of
+/// an endpoint's response would make one of 128 KiB.
+const BATCH_BYTES: usize = 8 * 1024;
+
+/// How many of `entries` (at least one) fit in `BATCH_BYTES`, counting a
+/// response body's bytes and about 256 for the rest of each entry.
+fn batch_len(entries: &[LogEntry]) -> usize {
+    let mut bytes = 0;
+    let fit = entries.iter().take_while(|e| {
+        bytes += e.response_body.len() + 256;
+        bytes <= BATCH_BYTES
+    });
+    fit.count().max(1)
+}
+
 /// The entries of one value, in id order.
 fn decode_batch(value: &[u8]) -> Result<Vec<LogEntry>> {
     let Some((&BATCH, compressed)) = value.split_first() else {
@@ -60,17 +78,20 @@ pub struct LogPage {
 const SCAN_BUDGET: usize = 10_000;
 
 impl Store {
-    /// Writes `entries` as one batch, giving each a new id in order.
+    /// Writes `entries` in batches of at most about `BATCH_BYTES`, giving
+    /// each a new id in order.
     pub fn append_log(&self, webhook_id: Uuid, entries: &mut [LogEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
         {
             let _ids = self.inner.log_ids.lock().unwrap_or_else(|e| e.into_inner());
             entries.iter_mut().for_each(|e| e.id = Uuid::now_v7());
         }
-        let key = pair_key(webhook_id, entries[0].id);
-        self.inner.log.insert(key, encode_batch(entries))?;
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            let (batch, after) = rest.split_at(batch_len(rest));
+            let key = pair_key(webhook_id, batch[0].id);
+            self.inner.log.insert(key, encode_batch(batch))?;
+            rest = after;
+        }
         Ok(())
     }
 
@@ -280,6 +301,32 @@ mod tests {
             .unwrap();
         let want = all.iter().rev().filter(|e| e.outcome == Outcome::Failed);
         assert_eq!(ids(&failed.entries), want.map(|e| e.id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn entries_with_large_responses_are_split_into_small_batches_that_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let hook = Uuid::now_v7();
+        let mut entries: Vec<LogEntry> = (0..40)
+            .map(|i| LogEntry {
+                response_body: format!("{i:03}").repeat(1000), // 3 KB
+                ..entry(Outcome::Delivered)
+            })
+            .collect();
+        store.append_log(hook, &mut entries).unwrap();
+        let values: Vec<_> = store
+            .inner
+            .log
+            .iter()
+            .values()
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(values.len(), 40 / 2, "two 3 KB entries per batch");
+        let page = store.log_page(hook, 100, None, None).unwrap();
+        let newest_first: Vec<Uuid> = ids(&entries).into_iter().rev().collect();
+        assert_eq!(ids(&page.entries), newest_first);
+        assert_eq!(page.entries[39].response_body, entries[0].response_body);
     }
 
     #[test]
