@@ -236,7 +236,9 @@ fn feed_history(store: &Store) -> Result<Vec<FeedEvent>, StorageError> {
     };
     let named = |o: Organisation| (o.id, o.name);
     let mut out = Vec::new();
-    for (e, body) in store.recent_events(HISTORY_SCAN)? {
+    // A larger body would not be kept for the snapshot anyway.
+    let bodies_up_to = crate::actors::broadcaster::RECENT_PAYLOAD_LIMIT;
+    for (e, body) in store.recent_events(HISTORY_SCAN, bodies_up_to)? {
         let Some(org) = org_of(e.organisation_id)? else {
             continue;
         };
@@ -245,7 +247,7 @@ fn feed_history(store: &Store) -> Result<Vec<FeedEvent>, StorageError> {
             &e,
             named(org),
             reseller.map(named),
-            body.into(),
+            body.map_or(web::Bytes::from_static(b"null"), web::Bytes::from),
         ));
     }
     Ok(out)

@@ -25,7 +25,7 @@ const EVICT_AFTER: Duration = Duration::from_secs(5);
 /// Payloads larger than this are not kept for the `hello` snapshot (they
 /// are still sent live): the recent store holds `null` in their place, so a
 /// few screenshots cannot pin megabytes per organisation.
-const RECENT_PAYLOAD_LIMIT: usize = 256 * 1024;
+pub const RECENT_PAYLOAD_LIMIT: usize = 256 * 1024;
 /// How soon shed events are looked at again.
 const TRAILING_TICK: Duration = Duration::from_millis(10);
 

@@ -268,13 +268,28 @@ impl Store {
         }
     }
 
-    /// The newest events, newest first, at most `limit`, with bodies.
-    pub fn recent_events(&self, limit: usize) -> Result<Vec<(StoredEvent, Vec<u8>)>> {
+    /// The newest events, newest first, at most `limit`, with their
+    /// bodies if those are at most `max_body` bytes.
+    ///
+    /// NB: the feed refills its snapshot from these at start-up; reading
+    /// every body could mean gigabytes if the newest events are screenshots.
+    pub fn recent_events(
+        &self,
+        limit: usize,
+        max_body: usize,
+    ) -> Result<Vec<(StoredEvent, Option<Vec<u8>>)>> {
         let mut out = Vec::new();
         for item in self.inner.events.iter().rev().take(limit) {
             let (_, v) = item?;
             let parts = decode_event(&v)?;
-            let body = self.body_of(&parts)?;
+            let at_least = match parts.chunks {
+                Some(n) => (n as usize).saturating_sub(1) * CHUNKED_OVER + 1,
+                None => parts.body.len(),
+            };
+            let body = match at_least <= max_body {
+                true => Some(self.body_of(&parts)?).filter(|b| b.len() <= max_body),
+                false => None,
+            };
             out.push((parts.header, body));
         }
         Ok(out)
@@ -425,7 +440,14 @@ mod tests {
         store.insert_event(&e, &body, &[]).unwrap();
         assert_eq!(store.inner.event_chunks.len(), 4);
         assert_eq!(store.event(e.id).unwrap(), Some((e.clone(), body.clone())));
-        assert_eq!(store.recent_events(1).unwrap(), vec![(e.clone(), body)]);
+        let recent = |max_body| store.recent_events(1, max_body).unwrap();
+        assert_eq!(recent(body.len()), vec![(e.clone(), Some(body.clone()))]);
+        assert_eq!(
+            recent(body.len() - 1),
+            vec![(e.clone(), None)],
+            "one byte too many"
+        );
+        assert_eq!(recent(1024), vec![(e.clone(), None)]);
         // A lost chunk is an error, not a shorter body.
         let last = chunk_key(e.id, 3);
         let saved = store.inner.event_chunks.remove(last).unwrap().unwrap();

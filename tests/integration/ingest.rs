@@ -57,7 +57,7 @@ async fn bad_events_are_refused_and_store_nothing() {
         "an organisation key publishes only its own events"
     );
     assert_eq!(
-        s.app_store.recent_events(10).unwrap().len(),
+        s.app_store.recent_events(10, 0).unwrap().len(),
         0,
         "no event stored"
     );
@@ -181,7 +181,7 @@ async fn compressed_events_are_decoded_within_the_body_limit() {
         );
     }
     assert_eq!(
-        s.app_store.recent_events(10).unwrap().len(),
+        s.app_store.recent_events(10, 0).unwrap().len(),
         3,
         "only the three good ones stored"
     );
@@ -253,7 +253,7 @@ async fn an_idempotency_key_stores_an_event_once() {
         );
     }
     assert_eq!(
-        s.app_store.recent_events(10).unwrap().len(),
+        s.app_store.recent_events(10, 0).unwrap().len(),
         3,
         "retry-1 and racing for acme, retry-1 for the other"
     );
