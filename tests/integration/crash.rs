@@ -2,6 +2,8 @@
 //! receiver at least once after a restart on the same directory. The
 //! receiver is slow, so at the kill most first attempts exist only in the
 //! actors' memory and their events' records: the restart must find them.
+//! Every fourth event is a screenshot whose body is stored in chunks; each
+//! must arrive whole.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -32,20 +34,39 @@ fn env() -> Vec<(&'static str, &'static str)> {
 /// webhooks take at most 1,600 deliveries/s, far fewer than ingest's.
 const RECEIVER_DELAY_MS: u64 = 20;
 
-/// (receiver path, trackingId) for every request the receiver saw.
-fn receipts(rx: &Receiver) -> Vec<(String, String)> {
-    rx.all()
+/// The image of the screenshot event `tracking`: about 40 KB, made from
+/// its id, so a body put together from the wrong chunks shows.
+fn image_of(tracking: &str) -> String {
+    format!("{tracking};").repeat(40_000 / (tracking.len() + 1))
+}
+
+/// The event sent as `tracking`: every fourth one a screenshot.
+fn event_for(org_id: &str, tracking: &str, i: usize) -> Value {
+    if !i.is_multiple_of(4) {
+        return tracked_event("desktop.app_tracking.captured", org_id, tracking);
+    }
+    let mut e = tracked_event("desktop.screenshot_tracking.captured", org_id, tracking);
+    e["data"][0]["imageBuffer"] = json!(image_of(tracking));
+    e
+}
+
+/// (receiver path, trackingId) for every request the receiver saw, and how
+/// many of those carried a screenshot other than their event's.
+fn receipts(rx: &Receiver) -> (Vec<(String, String)>, usize) {
+    let mut damaged = 0;
+    let seen = rx
+        .all()
         .into_iter()
         .filter_map(|r| {
             let body: Value = serde_json::from_slice(&r.body).ok()?;
-            Some((
-                r.path,
-                body["data"][0]["tracking"]["trackingId"]
-                    .as_str()?
-                    .to_string(),
-            ))
+            let tracking = body["data"][0]["tracking"]["trackingId"].as_str()?;
+            if let Some(image) = body["data"][0]["imageBuffer"].as_str() {
+                damaged += usize::from(image != image_of(tracking));
+            }
+            Some((r.path, tracking.to_string()))
         })
-        .collect()
+        .collect();
+    (seen, damaged)
 }
 
 #[actix_web::test]
@@ -88,7 +109,7 @@ async fn kill_9_loses_no_acknowledged_delivery() {
         }
         let sends = (0..CONCURRENCY).map(|i| {
             let tracking = format!("t-{batch}-{i}");
-            let event = tracked_event("desktop.app_tracking.captured", &org_id, &tracking);
+            let event = event_for(&org_id, &tracking, i);
             let (api, key) = (&api, &key);
             async move {
                 (
@@ -131,7 +152,7 @@ async fn kill_9_loses_no_acknowledged_delivery() {
         Duration::from_secs(300),
         async || {
             let mut counts: HashMap<(String, String), usize> = HashMap::new();
-            for r in receipts(&rx) {
+            for r in receipts(&rx).0 {
                 *counts.entry(r).or_default() += 1;
             }
             let complete = acknowledged.iter().all(|t| {
@@ -141,6 +162,7 @@ async fn kill_9_loses_no_acknowledged_delivery() {
         },
     )
     .await;
+    assert_eq!(receipts(&rx).1, 0, "screenshots that arrived damaged");
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     eprintln!(
         "crash test: {} acknowledged × {WEBHOOKS} webhooks delivered ({before_restart} before the restart); {duplicates} duplicate deliveries; {refused} requests refused by the killed server",
