@@ -57,7 +57,7 @@ async fn read_body(
                 ApiError::unavailable("service_unavailable", "cannot decode the body now")
             })??,
     };
-    hold.grow_to(decoded.len())?;
+    hold.grow_to(decoded.len()).await?;
     Ok(decoded)
 }
 
@@ -114,7 +114,8 @@ fn decode(coding: Coding, raw: &[u8], limit: usize) -> Result<BytesMut, ApiError
     Ok(BytesMut::from(web::Bytes::from(out)))
 }
 
-/// The body as sent, refused with 413 once it passes `limit`.
+/// The body as sent, refused with 413 once it passes `limit` and 408 if
+/// it stops arriving.
 async fn read_raw(
     req: &HttpRequest,
     mut payload: Payload,
@@ -129,19 +130,38 @@ async fn read_raw(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    hold.wait_for(declared.unwrap_or(0)).await?;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("body_unreadable", format!("cannot read the body: {e}"))
-        })?;
+    // What is declared is not yet sent: allocate as it arrives, beyond this.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(PREALLOCATE));
+    loop {
+        let next = tokio::time::timeout(BODY_STALL, payload.next()).await;
+        let chunk = match next {
+            Err(_) => return Err(stalled()),
+            Ok(None) => return Ok(buf),
+            Ok(Some(chunk)) => chunk.map_err(|e| {
+                ApiError::bad_request("body_unreadable", format!("cannot read the body: {e}"))
+            })?,
+        };
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::too_large(limit));
         }
-        hold.grow_to(buf.len() + chunk.len())?;
+        hold.grow_to(buf.len() + chunk.len()).await?;
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf)
+}
+
+/// A body buffer starts at most this large, whatever length is declared.
+const PREALLOCATE: usize = 1024 * 1024;
+
+/// A body that sends nothing for this long is given up (its room in the
+/// body budget with it).
+const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn stalled() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!("no part of the body arrived for {} s", BODY_STALL.as_secs()),
+    )
 }
 
 /// A large JSON body (an event, a simulation) of at most `limit` bytes:

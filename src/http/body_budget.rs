@@ -5,11 +5,11 @@
 //! parsed, normalised, stored): one 42 MB screenshot took the process from
 //! 22 to 226 MB, and eight at once to 1.36 GB. Without this budget, enough
 //! producers uploading screenshots at the same moment could exhaust the
-//! machine's memory. A request whose length is declared waits its turn, up
-//! to `WAIT`, for room for its whole body. One that grows past what it holds
-//! (chunked, or larger once decompressed) gets 503 if the room is not free
-//! at that moment, because waiting while holding part of the budget could
-//! deadlock with others doing the same.
+//! machine's memory. A body takes room as its bytes arrive, not as its
+//! length is declared, so a client that announces 50 MB and sends nothing
+//! holds nothing. Its first bytes wait up to `WAIT` for room; after that it
+//! gets 503 if the room is not free at once, because waiting while holding
+//! part of the budget could deadlock with others doing the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,26 +60,23 @@ impl BodyHold {
         }
     }
 
-    /// Holds room for at least `bytes`, waiting up to `WAIT` for it.
-    pub async fn wait_for(&mut self, bytes: usize) -> Result<(), ApiError> {
+    /// Holds room for at least `bytes`: waiting up to `WAIT` for it while
+    /// nothing is held yet, otherwise only if it is free now.
+    pub async fn grow_to(&mut self, bytes: usize) -> Result<(), ApiError> {
         let (Some(kib), Some(more)) = (&self.kib, self.missing(bytes)) else {
             return Ok(());
         };
-        let room = kib.clone().acquire_many_owned(more);
-        match tokio::time::timeout(WAIT, room).await {
-            Ok(Ok(permit)) => self.add(permit),
-            _ => return Err(busy()),
-        }
-        Ok(())
-    }
-
-    /// Holds room for at least `bytes` if it is free now.
-    pub fn grow_to(&mut self, bytes: usize) -> Result<(), ApiError> {
-        let (Some(kib), Some(more)) = (&self.kib, self.missing(bytes)) else {
-            return Ok(());
+        let permit = match &self.held {
+            None => {
+                let room = kib.clone().acquire_many_owned(more);
+                tokio::time::timeout(WAIT, room)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Some(_) => kib.clone().try_acquire_many_owned(more).ok(),
         };
-        let permit = kib.clone().try_acquire_many_owned(more);
-        self.add(permit.map_err(|_| busy())?);
+        self.add(permit.ok_or_else(busy)?);
         Ok(())
     }
 
@@ -114,14 +111,14 @@ mod tests {
     async fn room_is_shared_and_given_back() {
         let budget = BodyBudget::new(100 * 1024);
         let mut first = budget.hold();
-        first.wait_for(60 * 1024).await.unwrap();
+        first.grow_to(60 * 1024).await.unwrap();
         let mut second = budget.hold();
-        assert!(second.grow_to(50 * 1024).is_err(), "60 + 50 KiB > 100");
-        second.grow_to(40 * 1024).unwrap();
-        second.grow_to(30 * 1024).unwrap(); // already held
-        assert!(second.grow_to(41 * 1024).is_err(), "1 KiB over the budget");
+        second.grow_to(40 * 1024).await.unwrap();
+        second.grow_to(30 * 1024).await.unwrap(); // already held
+        let over = second.grow_to(41 * 1024).await;
+        assert!(over.is_err(), "1 KiB over the budget, refused at once");
         drop(first);
-        second.grow_to(100 * 1024).unwrap();
+        second.grow_to(100 * 1024).await.unwrap();
         assert_eq!(budget.kib.available_permits(), 0);
         drop(second);
         assert_eq!(budget.kib.available_permits(), 100);
@@ -131,9 +128,9 @@ mod tests {
     async fn a_waiting_body_gets_the_room_once_another_gives_it_back() {
         let budget = BodyBudget::new(100 * 1024);
         let mut first = budget.hold();
-        first.wait_for(80 * 1024).await.unwrap();
-        let mut second = budget.hold();
-        let waiting = second.wait_for(50 * 1024);
+        first.grow_to(80 * 1024).await.unwrap();
+        let mut second = budget.hold(); // holding nothing, so it may wait
+        let waiting = second.grow_to(50 * 1024);
         let give_back = async { drop(first) };
         let (got, ()) = futures_util::join!(waiting, give_back);
         got.unwrap();

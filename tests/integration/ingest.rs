@@ -277,7 +277,11 @@ fn padded(event: Value, bytes: usize) -> Vec<u8> {
 /// `Retry-After` and the answer.
 async fn ingest_chunked(s: &TestServer, key: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
     let chunk = futures_util::stream::once(async { Ok::<_, std::io::Error>(body.into()) });
-    let mut r = awc::Client::default()
+    // Longer than a body's wait for room in the budget.
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut r = client
         .post(format!("{}/v1/events", s.base))
         .insert_header(("authorization", format!("Bearer {key}")))
         .insert_header(("content-type", "application/json"))
@@ -291,9 +295,38 @@ async fn ingest_chunked(s: &TestServer, key: &str, body: Vec<u8>) -> (u16, Optio
     (r.status().as_u16(), retry_after, r.json().await.unwrap())
 }
 
+/// A raw connection that has sent `head` (an ingest declaring
+/// `body.len()`) and the first `sent` bytes of `body`.
+async fn upload_begun(
+    s: &TestServer,
+    key: &str,
+    body: &[u8],
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..sent]).await.unwrap();
+    conn
+}
+
+/// Sends the rest of `body` after `sent` bytes; the response as text.
+async fn upload_finished(mut conn: tokio::net::TcpStream, body: &[u8], sent: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(&body[sent..]).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
 #[actix_web::test]
 async fn large_bodies_share_the_in_flight_budget_and_management_does_not_wait() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start_with(|c| {
         c.server.max_body_bytes = 100 * 1024;
         c.server.max_body_bytes_in_flight = 100 * 1024;
@@ -301,23 +334,29 @@ async fn large_bodies_share_the_in_flight_budget_and_management_does_not_wait() 
     .await;
     let (org, key) = s.org("acme", "organisation", None).await;
     let app = "desktop.app_tracking.captured";
-    // A producer announces 90 KiB and, for now, sends only its headers.
-    let slow_body = padded(desktop_event(app, &org), 90 * 1024);
-    let addr = s.base.trim_start_matches("http://").to_string();
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        slow_body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    // Meanwhile a body that grows past the room left is refused at once.
+    let body = |kib: usize| padded(desktop_event(app, &org), kib * 1024);
+    // Announced is not sent: a body holds room only for what has arrived.
+    let slow_body = body(90);
+    let announced = upload_begun(&s, &key, &slow_body, 0).await;
+    let (status, answer) = s
+        .raw(
+            "POST",
+            "/v1/events",
+            Some(&key),
+            Some("application/json"),
+            Some(body(60)),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    drop(announced);
+    // One that has sent 89 KiB holds them: a body with no room, once it
+    // has waited for some, is refused with 503.
+    let slow = upload_begun(&s, &key, &slow_body, 89 * 1024).await;
     let refused = eventually(
         "the slow upload to hold its room",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         async || {
-            let (status, retry_after, body) =
-                ingest_chunked(&s, &key, padded(desktop_event(app, &org), 20 * 1024)).await;
+            let (status, retry_after, body) = ingest_chunked(&s, &key, body(20)).await;
             (status == 503).then_some((retry_after, body))
         },
     )
@@ -325,30 +364,35 @@ async fn large_bodies_share_the_in_flight_budget_and_management_does_not_wait() 
     assert_eq!(refused.1["error"]["code"], "server_busy", "{}", refused.1);
     assert_eq!(refused.0.as_deref(), Some("1"), "Retry-After");
     // Management bodies do not count against it.
-    let (status, _) = s
-        .call(
-            "POST",
-            "/v1/webhooks",
-            Some(&key),
-            Some(json!({"name": "h", "url": "https://example.com/h", "events": ["*"]})),
-        )
-        .await;
+    let hook = json!({"name": "h", "url": "https://example.com/h", "events": ["*"]});
+    let (status, _) = s.call("POST", "/v1/webhooks", Some(&key), Some(hook)).await;
     assert_eq!(status, 201);
-    // A declared body waits for room, which the slow upload gives back once done.
+    // A body waits for room, which the slow upload gives back once done.
     let waiting = s.raw(
         "POST",
         "/v1/events",
         Some(&key),
         Some("application/json"),
-        Some(padded(desktop_event(app, &org), 20 * 1024)),
+        Some(body(20)),
     );
-    let finish = async {
-        slow.write_all(&slow_body).await.unwrap();
-        let mut answer = String::new();
-        slow.read_to_string(&mut answer).await.unwrap();
-        answer
-    };
+    let finish = upload_finished(slow, &slow_body, 89 * 1024);
     let ((status, waited), answer) = futures_util::join!(waiting, finish);
     assert_eq!(status, 202, "{waited}");
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+}
+
+#[actix_web::test]
+async fn a_body_that_stops_arriving_is_given_up() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start().await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let body = padded(
+        desktop_event("desktop.app_tracking.captured", &org),
+        10 * 1024,
+    );
+    let mut stalled = upload_begun(&s, &key, &body, 1024).await;
+    let mut answer = String::new();
+    stalled.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
 }
