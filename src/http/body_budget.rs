@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-/// How long a declared body waits for room before the request gets 503.
+/// How long a body's first bytes wait for room before the request gets 503.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Shared by all requests; counts KiB, as a semaphore's batch is a `u32`.
