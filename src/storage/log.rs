@@ -40,9 +40,9 @@ fn encode_batch(entries: &[LogEntry]) -> Vec<u8> {
 
 /// About how large a batch may be before compression.
 ///
-/// NB: sled 0.34 never evicts a large value from its cache (see
-/// `CHUNKED_OVER` in `events.rs`), and 32 entries that each kept 4 KiB of
-/// an endpoint's response would make one of 128 KiB.
+/// NB: sled 0.34's cache does not bound large values (see `CHUNKED_OVER`
+/// in `events.rs`), and 32 entries that each kept 4 KiB of an endpoint's
+/// response would make one of 128 KiB.
 const BATCH_BYTES: usize = 8 * 1024;
 
 /// How many of `entries` (at least one) fit in `BATCH_BYTES`, counting a
