@@ -534,6 +534,16 @@ mod tests {
         assert!(e.to_string().contains("retention.days"), "{e}");
         let half = Config::from_toml("[retention]\ndays = 0.5").unwrap();
         assert_eq!(half.retention.days, 0.5);
+        // The body budget must hold at least the largest body.
+        let e =
+            Config::from_toml("[server]\nmax_body_bytes = 4096\nmax_body_bytes_in_flight = 2048")
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("server.max_body_bytes_in_flight"),
+            "{e}"
+        );
+        let even = "[server]\nmax_body_bytes = 4096\nmax_body_bytes_in_flight = 4096";
+        assert!(Config::from_toml(even).is_ok());
     }
 
     #[test]

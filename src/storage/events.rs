@@ -57,7 +57,6 @@ const CHUNKED_OVER: usize = 8 * 1024;
 const COMPRESS_UP_TO: usize = 64 * 1024;
 
 fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<u8> {
-    let chunked = body.len() > CHUNKED_OVER;
     let header = encode(e);
     let mut out = vec![ROUTED_CHUNKED]; // the tag, changed below if need be
     out.extend_from_slice(&(header.len() as u32).to_be_bytes());
@@ -66,7 +65,7 @@ fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<
     for d in routes {
         out.extend_from_slice(&pair_key(d.webhook_id, d.id));
     }
-    if chunked {
+    if chunked(body) {
         out.extend_from_slice(&chunk_count(body.len()).to_be_bytes());
         return out;
     }
@@ -76,6 +75,10 @@ fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<
     }
     out[0] = ROUTED;
     out
+}
+
+fn chunked(body: &[u8]) -> bool {
+    body.len() > CHUNKED_OVER
 }
 
 fn chunk_count(body_len: usize) -> u32 {
@@ -173,9 +176,10 @@ impl Store {
     }
 
     /// Writes an event (with an id from `open_event`) and the routes of its
-    /// deliveries in one record, after the chunks of a large body: no
-    /// queue entry is written for a first attempt. Not yet durable: await `flush` before acknowledging. On
-    /// failure the deliveries are settled, as nothing will send them.
+    /// deliveries in one record, after the chunks of a large body: no queue
+    /// entry is written for a first attempt. Not yet durable: await `flush`
+    /// before acknowledging. On failure the deliveries are settled, as
+    /// nothing will send them.
     pub fn insert_event(
         &self,
         e: &StoredEvent,
@@ -206,7 +210,7 @@ impl Store {
     /// A body over `CHUNKED_OVER` goes to `event_chunks`; a smaller one
     /// stays in its record.
     fn insert_chunks(&self, id: Uuid, body: &[u8]) -> Result<()> {
-        if body.len() <= CHUNKED_OVER {
+        if !chunked(body) {
             return Ok(());
         }
         for (i, chunk) in body.chunks(CHUNKED_OVER).enumerate() {
@@ -221,10 +225,11 @@ impl Store {
         remove_prefix(&self.inner.event_chunks, id.as_bytes()).map(|_| ())
     }
 
-    /// The body of a decoded record, read from its chunks if it has them.
-    fn body_of(&self, parts: &Parts<'_>) -> Result<Vec<u8>> {
+    /// A decoded record's header and body, the body read from its chunks
+    /// if it has them.
+    fn whole(&self, parts: Parts<'_>) -> Result<(StoredEvent, Vec<u8>)> {
         let Some(count) = parts.chunks else {
-            return Ok(parts.body.to_vec());
+            return Ok((parts.header, parts.body.into_owned()));
         };
         let id = parts.header.id;
         let mut body = Vec::with_capacity(count as usize * CHUNKED_OVER);
@@ -239,7 +244,7 @@ impl Store {
                 message: format!("{found} of the {count} chunks of event {id}'s body found"),
             });
         }
-        Ok(body)
+        Ok((parts.header, body))
     }
 
     /// A first attempt of `event_id` was judged or moved to the queue.
@@ -261,11 +266,7 @@ impl Store {
 
     pub fn event(&self, id: Uuid) -> Result<Option<(StoredEvent, Vec<u8>)>> {
         match self.inner.events.get(id.as_bytes())? {
-            Some(v) => {
-                let parts = decode_event(&v)?;
-                let body = self.body_of(&parts)?;
-                Ok(Some((parts.header, body)))
-            }
+            Some(v) => self.whole(decode_event(&v)?).map(Some),
             None => Ok(None),
         }
     }
@@ -288,11 +289,12 @@ impl Store {
                 Some(n) => (n as usize).saturating_sub(1) * CHUNKED_OVER + 1,
                 None => parts.body.len(),
             };
-            let body = match at_least <= max_body {
-                true => Some(self.body_of(&parts)?).filter(|b| b.len() <= max_body),
-                false => None,
-            };
-            out.push((parts.header, body));
+            if at_least > max_body {
+                out.push((parts.header, None));
+                continue;
+            }
+            let (header, body) = self.whole(parts)?;
+            out.push((header, Some(body).filter(|b| b.len() <= max_body)));
         }
         Ok(out)
     }
@@ -329,14 +331,23 @@ impl Store {
     /// crash left between writing the chunks and their record.
     fn purge_orphan_chunks_before(&self, cutoff_ms: u64) -> Result<()> {
         let chunks = &self.inner.event_chunks;
+        // (event id, whether its record exists), asked once per event.
+        let mut last: Option<(sled::IVec, bool)> = None;
         for key in chunks.iter().keys() {
             let key = key?;
             if v7_millis(&key) >= cutoff_ms {
                 break;
             }
-            if !self.inner.events.contains_key(&key[..16])? {
-                chunks.remove(key)?;
+            // A key shorter than an id is not ours to keep either.
+            let id = sled::IVec::from(key.get(..16).unwrap_or_default());
+            let kept = match &last {
+                Some((seen, kept)) if *seen == id => *kept,
+                _ => self.inner.events.contains_key(&id)?,
+            };
+            if !kept {
+                chunks.remove(&key)?;
             }
+            last = Some((id, kept));
         }
         Ok(())
     }
