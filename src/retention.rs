@@ -1,6 +1,6 @@
 //! The background sweep that purges events and delivery log entries older
-//! than `retention.days`, and idempotency keys older than a day, at
-//! start-up and every hour.
+//! than `retention.days`, idempotency keys older than a day, and queued
+//! deliveries whose webhook is gone, at start-up and every hour.
 
 use std::time::Duration;
 
@@ -65,6 +65,13 @@ impl Retention {
 fn purge(store: &Store, cutoff: u64) -> storage::Result<(usize, usize)> {
     let keys_until = now_ms().saturating_sub(storage::idempotency::KEEP_MS);
     store.forget_idempotency_keys_before(keys_until)?;
+    // First, as a queued delivery keeps its event: one left by an ingest
+    // or redelivery that raced its webhook's deletion would otherwise keep
+    // that event (screenshots and all) until the next restart.
+    let orphans = store.purge_orphan_deliveries()?;
+    if orphans > 0 {
+        log::info!("retention purged {orphans} deliveries queued for deleted webhooks");
+    }
     Ok((
         store.purge_events_before(cutoff)?,
         store.purge_log_before(cutoff)?,
@@ -77,5 +84,55 @@ impl Actor for Retention {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.sweep(ctx);
         ctx.run_interval(SWEEP_EVERY, Self::sweep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::storage::{test_delivery, test_webhook, StoredEvent};
+
+    fn old_event(store: &Store, days_ago: u64) -> Uuid {
+        let secs = now_ms() / 1000 - days_ago * 86_400;
+        let id = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0));
+        let e = StoredEvent {
+            id,
+            event: "e".into(),
+            organisation_id: Uuid::nil(),
+            user_id: None,
+            team_id: None,
+            received_at: secs * 1000,
+        };
+        store.insert_event(&e, &[b'x'; 20_000], &[]).unwrap();
+        id
+    }
+
+    #[test]
+    fn a_delivery_queued_for_a_deleted_webhook_keeps_neither_itself_nor_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let live = test_webhook(Uuid::now_v7(), &["e"]);
+        store.insert_webhook(&live).unwrap();
+        let (retried, orphaned) = (old_event(&store, 40), old_event(&store, 40));
+        store
+            .put_delivery(&test_delivery(live.id, retried))
+            .unwrap();
+        // As an ingest racing the webhook's deletion leaves it.
+        let deleted = Uuid::now_v7();
+        store
+            .put_delivery(&test_delivery(deleted, orphaned))
+            .unwrap();
+
+        let thirty_days_ago = now_ms() - 30 * 86_400_000;
+        assert_eq!(purge(&store, thirty_days_ago).unwrap(), (1, 0));
+        assert!(store.event(orphaned).unwrap().is_none());
+        assert!(store.queued_deliveries(deleted).unwrap().is_empty());
+        assert!(
+            store.event(retried).unwrap().is_some(),
+            "a live retry needs it"
+        );
+        assert_eq!(store.queued_deliveries(live.id).unwrap().len(), 1);
     }
 }

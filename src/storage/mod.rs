@@ -232,7 +232,10 @@ fn remove_prefix(tree: &sled::Tree, owner: &[u8]) -> Result<usize> {
 
 /// A queued retry of `event_id` for `webhook_id`, for tests.
 #[cfg(test)]
-fn test_delivery(webhook_id: Uuid, event_id: Uuid) -> crate::domain::delivery::QueuedDelivery {
+pub(crate) fn test_delivery(
+    webhook_id: Uuid,
+    event_id: Uuid,
+) -> crate::domain::delivery::QueuedDelivery {
     crate::domain::delivery::QueuedDelivery {
         id: Uuid::now_v7(),
         webhook_id,
@@ -247,7 +250,7 @@ fn test_delivery(webhook_id: Uuid, event_id: Uuid) -> crate::domain::delivery::Q
 
 /// A deliverable webhook of `owner` taking `events`, for tests.
 #[cfg(test)]
-fn test_webhook(owner: Uuid, events: &[&str]) -> crate::domain::webhook::Webhook {
+pub(crate) fn test_webhook(owner: Uuid, events: &[&str]) -> crate::domain::webhook::Webhook {
     use crate::domain::webhook::{SignatureScheme, Webhook, WebhookStatus};
     Webhook {
         id: Uuid::now_v7(),
