@@ -9,6 +9,10 @@ use serde_json::{Map, Value};
 
 mod fast;
 
+/// serde_json refuses documents nested deeper than this (its recursion
+/// limit, which keeps a hostile document from overflowing the stack).
+pub const MAX_DEPTH: usize = 128;
+
 /// The largest integer a JavaScript number holds exactly (2^53 − 1).
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
@@ -20,6 +24,10 @@ pub enum CanonicalError {
     UnsafeInteger(String),
     #[error("number {0} is out of range for JavaScript")]
     OutOfRange(String),
+    #[error(
+        "the JSON nests arrays and objects {0} levels deep; hookrelay accepts at most {MAX_DEPTH}"
+    )]
+    TooDeep(usize),
     #[error("the escape {0} is an unpaired UTF-16 surrogate, which hookrelay cannot carry as text; send well-formed Unicode (U+FFFD in its place, say)")]
     UnpairedSurrogate(String),
 }
@@ -34,6 +42,7 @@ impl CanonicalError {
                 "unrepresentable_number"
             }
             CanonicalError::UnpairedSurrogate(_) => "unrepresentable_string",
+            CanonicalError::TooDeep(_) => "nesting_too_deep",
         }
     }
 }
@@ -67,12 +76,46 @@ fn canonicalize_fully(input: &[u8]) -> Result<Vec<u8>, CanonicalError> {
 /// Why `input` did not parse. JSON allows an unpaired surrogate escape
 /// (JavaScript producers that cut a string mid-emoji send one), but a Rust
 /// string cannot hold it, so serde refuses it with a message about hex
-/// escapes; name it for what it is instead.
+/// escapes; name it for what it is instead. Likewise a document nested
+/// past serde_json's limit is valid JSON, not a syntax error.
 pub fn syntax_error(input: &[u8], e: &serde_json::Error) -> CanonicalError {
-    match unpaired_surrogate(input) {
-        Some(escape) if e.is_syntax() => CanonicalError::UnpairedSurrogate(escape),
+    if !e.is_syntax() {
+        return CanonicalError::Syntax(e.to_string());
+    }
+    if let Some(escape) = unpaired_surrogate(input) {
+        return CanonicalError::UnpairedSurrogate(escape);
+    }
+    match nesting_depth(input) {
+        depth if depth > MAX_DEPTH => CanonicalError::TooDeep(depth),
         _ => CanonicalError::Syntax(e.to_string()),
     }
+}
+
+/// How deep `input` nests arrays and objects, brackets in strings aside.
+fn nesting_depth(input: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in input {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The first `\uXXXX` escape in `input` that is a UTF-16 surrogate
@@ -352,7 +395,24 @@ mod tests {
     fn fast_path_gives_up_on_deep_nesting_and_many_keys() {
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(fast::compact(deep.as_bytes()).is_none());
-        assert!(canonicalize(deep.as_bytes()).is_err(), "serde_json's limit");
+        assert_eq!(
+            canonicalize(deep.as_bytes()),
+            Err(CanonicalError::TooDeep(200)),
+            "serde_json's limit"
+        );
+        let at_limit = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(canonicalize(at_limit.as_bytes()).is_ok());
+        // Brackets inside strings do not count, escaped quotes included.
+        let quoted = format!(r#"{{"a":"\"{}"}}"#, "[".repeat(300));
+        assert_eq!(canonicalize(quoted.as_bytes()).unwrap(), quoted.as_bytes());
+        let broken = "[".repeat(300) + "x";
+        assert!(
+            matches!(
+                canonicalize(broken.as_bytes()),
+                Err(CanonicalError::TooDeep(300))
+            ),
+            "refused either way; the depth is the clearer reason"
+        );
         let keys: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
         let wide = format!("{{{}}}", keys.join(","));
         assert!(fast::compact(wide.as_bytes()).is_none());

@@ -15,10 +15,7 @@
 //! accepts. Strings are compared raw: with only the seven short escapes
 //! allowed, each string has one spelling, so equal bytes mean equal keys.
 
-use super::{array_index, js_literal};
-
-/// serde_json refuses documents nested deeper than this.
-const MAX_DEPTH: usize = 128;
+use super::{array_index, js_literal, MAX_DEPTH};
 
 /// Past this many keys in one object the pairwise check for repeats would
 /// grow quadratic; the full path's map handles any number.

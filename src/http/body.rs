@@ -197,7 +197,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if let err @ CanonicalError::UnpairedSurrogate(_) = canonical::syntax_error(bytes, &inner) {
+        if let err @ (CanonicalError::UnpairedSurrogate(_) | CanonicalError::TooDeep(_)) =
+            canonical::syntax_error(bytes, &inner)
+        {
             return err.into();
         }
         let code = if inner.is_data() {

@@ -27,6 +27,7 @@ async fn bad_events_are_refused_and_store_nothing() {
         ("unsafe integer", format!(r#"{{"event":"{app}","n":9007199254740993,"data":[{{"organisation":{{"organisationId":"{org}"}}}}]}}"#).into_bytes(), "application/json", 422, "unrepresentable_number"),
         ("infinite number", format!(r#"{{"event":"{app}","n":1e999,"data":[{{"organisation":{{"organisationId":"{org}"}}}}]}}"#).into_bytes(), "application/json", 422, "unrepresentable_number"),
         ("unpaired surrogate", format!(r#"{{"event":"{app}","s":"cut \ud83d","data":[{{"organisation":{{"organisationId":"{org}"}}}}]}}"#).into_bytes(), "application/json", 422, "unrepresentable_string"),
+        ("nested too deep", format!(r#"{{"event":"{app}","n":{}1{},"data":[{{"organisation":{{"organisationId":"{org}"}}}}]}}"#, "[".repeat(200), "]".repeat(200)).into_bytes(), "application/json", 422, "nesting_too_deep"),
         ("invalid JSON", b"{\"event\":".to_vec(), "application/json", 400, "invalid_json"),
         ("not an object", b"[1,2]".to_vec(), "application/json", 400, "validation_failed"),
         ("empty data", serde_json::to_vec(&json!({"event": app, "data": []})).unwrap(), "application/json", 400, "validation_failed"),

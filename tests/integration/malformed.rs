@@ -51,6 +51,20 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
             "unrepresentable_string",
         ),
         (
+            // A simulation's edited payload is any JSON, so it may nest.
+            "POST",
+            format!("/v1/webhooks/{id}/simulations"),
+            json_ct,
+            format!(
+                r#"{{"event": "desktop.app_tracking.captured", "payload": {}1{}}}"#,
+                "[".repeat(130),
+                "]".repeat(130)
+            )
+            .into_bytes(),
+            422,
+            "nesting_too_deep",
+        ),
+        (
             "POST",
             "/v1/webhooks".into(),
             json_ct,
