@@ -2,6 +2,7 @@
 //! deliveries they create.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,19 +22,23 @@ pub struct StoredEvent {
     pub received_at: u64,
 }
 
-/// The record's layout: `[ROUTED][u32 header length][header][u32 route
-/// count][routes: webhook id ++ delivery id, 32 bytes each][body]`, or
-/// `[ROUTED_LZ4]` and the same after the tag LZ4-compressed (see
-/// `COMPRESS_UP_TO`), or `[ROUTED_CHUNKED]`, the same up to the routes and
-/// then `[u32 chunk count]`, with the body in `event_chunks` (see
-/// `CHUNKED_OVER`). The routes are what recovers first attempts after a
-/// crash (see `unsettled.rs`); the body is kept as raw bytes so a
-/// multi-megabyte screenshot is never re-escaped. Records written before
-/// routes were kept lack the tag and the routes: `[u32 header
-/// length][header][body]`.
+/// The record's layout: `[ROUTED_LZ4]` and then, LZ4-compressed, `[u32
+/// header length][header][u32 route count][routes: webhook id ++ delivery
+/// id, 32 bytes each][body]`; or `[ROUTED_CHUNKED]`, the same uncompressed
+/// up to the routes and then `[u32 chunk count]`, with the body in
+/// `event_chunks` (see `CHUNKED_OVER`); or, for an event routed to more
+/// than `INLINE_ROUTES` webhooks, `[ROUTED_APART][u32 header
+/// length][header][u32 route count][u32 chunk count]`, with both the body
+/// and the routes in `event_chunks` (see `FIRST_ROUTE_CHUNK`). The routes
+/// are what recovers first attempts after a crash (see `unsettled.rs`);
+/// the body is kept as raw bytes so a multi-megabyte screenshot is never
+/// re-escaped. Older versions wrote `[ROUTED]`, the routed layout
+/// uncompressed, and before routes were kept, `[u32 header
+/// length][header][body]`; both still read.
 const ROUTED: u8 = 0xE1;
 const ROUTED_LZ4: u8 = 0xE2;
 const ROUTED_CHUNKED: u8 = 0xE3;
+const ROUTED_APART: u8 = 0xE4;
 
 /// Bodies over this size are stored in chunks of it.
 ///
@@ -48,37 +53,53 @@ const ROUTED_CHUNKED: u8 = 0xE3;
 /// of 24 KiB at 183 MB).
 const CHUNKED_OVER: usize = 8 * 1024;
 
-/// Records up to this size are stored compressed. sled keeps a small value
-/// inside its leaf node and rewrites the whole leaf every few inserts (and
-/// on every split, which time-ordered keys make frequent), so each byte of
-/// it is written several times; a value over 128 KiB is written once, out
-/// of line. Larger records stay as they are: compressing a multi-megabyte
-/// screenshot would hold an HTTP worker for milliseconds to save nothing.
-const COMPRESS_UP_TO: usize = 64 * 1024;
+/// An event routed to more webhooks than this keeps its routes in
+/// `event_chunks`, `ROUTES_PER_CHUNK` to a chunk, for the reason above: at
+/// 32 bytes a route, the 1,000 webhooks an organisation may have (and its
+/// reseller's) made records of 32 KB and more, and in sled alone values of
+/// 32 KiB leveled off at 228 MB and of 64 KiB at 462 MB.
+const INLINE_ROUTES: usize = 128;
+const ROUTES_PER_CHUNK: usize = CHUNKED_OVER / 32;
 
+/// The index of an event's first route chunk. Body chunks count up from 0
+/// and route chunks from here, so each is one key range of the event.
+const FIRST_ROUTE_CHUNK: u32 = 0x8000_0000;
+
+/// A record that keeps its body and routes is at most about 12 KiB, and
+/// is stored compressed: sled keeps a small value inside its leaf and
+/// rewrites the whole leaf every few inserts (and on every split, which
+/// time-ordered keys make frequent), so each byte of it is written several
+/// times.
 fn encode_event(e: &StoredEvent, routes: &[QueuedDelivery], body: &[u8]) -> Vec<u8> {
     let header = encode(e);
     let mut out = vec![ROUTED_CHUNKED]; // the tag, changed below if need be
     out.extend_from_slice(&(header.len() as u32).to_be_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&(routes.len() as u32).to_be_bytes());
-    for d in routes {
-        out.extend_from_slice(&pair_key(d.webhook_id, d.id));
+    if routes_apart(routes) {
+        out[0] = ROUTED_APART;
+        out.extend_from_slice(&chunk_count(body.len()).to_be_bytes());
+        return out;
     }
-    if chunked(body) {
+    routes
+        .iter()
+        .for_each(|d| out.extend_from_slice(&pair_key(d.webhook_id, d.id)));
+    if body_chunked(body, routes) {
         out.extend_from_slice(&chunk_count(body.len()).to_be_bytes());
         return out;
     }
     out.extend_from_slice(body);
-    if out.len() - 1 <= COMPRESS_UP_TO {
-        return compress_tagged(ROUTED_LZ4, &out[1..]);
-    }
-    out[0] = ROUTED;
-    out
+    compress_tagged(ROUTED_LZ4, &out[1..])
 }
 
-fn chunked(body: &[u8]) -> bool {
-    body.len() > CHUNKED_OVER
+fn routes_apart(routes: &[QueuedDelivery]) -> bool {
+    routes.len() > INLINE_ROUTES
+}
+
+/// Whether the body goes to `event_chunks`: if it is large, or if the
+/// routes go there (a record then holds only counts).
+fn body_chunked(body: &[u8], routes: &[QueuedDelivery]) -> bool {
+    body.len() > CHUNKED_OVER || routes_apart(routes)
 }
 
 fn chunk_count(body_len: usize) -> u32 {
@@ -93,11 +114,13 @@ fn chunk_key(id: Uuid, index: u32) -> [u8; 20] {
     key
 }
 
-/// The parts of a stored record: header, routes (32-byte pairs), body
-/// (empty if it is stored in `chunks` chunks).
+/// The parts of a stored record: header, routes (32-byte pairs, or how
+/// many are in `event_chunks`), body (empty if it is stored in `chunks`
+/// chunks).
 pub(super) struct Parts<'a> {
     pub header: StoredEvent,
     pub routes: Cow<'a, [u8]>,
+    pub routes_apart: Option<u32>,
     pub body: Cow<'a, [u8]>,
     pub chunks: Option<u32>,
 }
@@ -108,25 +131,37 @@ pub(super) fn decode_event(bytes: &[u8]) -> Result<Parts<'_>> {
             let plain = decompress("event", compressed)?;
             let parts = decode_routed(&plain)?;
             Ok(Parts {
-                header: parts.header,
                 routes: Cow::Owned(parts.routes.into_owned()),
                 body: Cow::Owned(parts.body.into_owned()),
-                chunks: None,
+                ..parts
             })
         }
         Some((&ROUTED, rest)) => decode_routed(rest),
         Some((&ROUTED_CHUNKED, rest)) => {
-            let mut parts = decode_routed(rest)?;
-            let count = parts.body.get(..4).ok_or_else(truncated)?;
-            parts.chunks = Some(u32::from_be_bytes(count.try_into().unwrap()));
-            parts.body = Cow::Borrowed(&[]);
-            Ok(parts)
+            let parts = decode_routed(rest)?;
+            Ok(Parts {
+                chunks: Some(read_u32(&parts.body).ok_or_else(truncated)?),
+                body: Cow::Borrowed(&[]),
+                ..parts
+            })
+        }
+        Some((&ROUTED_APART, rest)) => {
+            let (header, counts) = take_sized(rest, 1).ok_or_else(truncated)?;
+            let count = |at| counts.get(at..).and_then(read_u32).ok_or_else(truncated);
+            Ok(Parts {
+                header: decode("event", header)?,
+                routes: Cow::Borrowed(&[]),
+                routes_apart: Some(count(0)?),
+                body: Cow::Borrowed(&[]),
+                chunks: Some(count(4)?),
+            })
         }
         _ => {
             let (header, body) = take_sized(bytes, 1).ok_or_else(truncated)?;
             Ok(Parts {
                 header: decode("event", header)?,
                 routes: Cow::Borrowed(&[]),
+                routes_apart: None,
                 body: Cow::Borrowed(body),
                 chunks: None,
             })
@@ -141,9 +176,15 @@ fn decode_routed(bytes: &[u8]) -> Result<Parts<'_>> {
     Ok(Parts {
         header: decode("event", header)?,
         routes: Cow::Borrowed(routes),
+        routes_apart: None,
         body: Cow::Borrowed(body),
         chunks: None,
     })
+}
+
+/// The big-endian u32 at the front of `bytes`.
+fn read_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
 fn truncated() -> StorageError {
@@ -155,7 +196,7 @@ fn truncated() -> StorageError {
 
 /// Splits `[u32 count][count * unit bytes]` off the front of `bytes`.
 fn take_sized(bytes: &[u8], unit: usize) -> Option<(&[u8], &[u8])> {
-    let count = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let count = read_u32(bytes)? as usize;
     let len = count.checked_mul(unit)?;
     let rest = &bytes[4..];
     (rest.len() >= len).then(|| rest.split_at(len))
@@ -187,7 +228,7 @@ impl Store {
         deliveries: &[QueuedDelivery],
     ) -> Result<()> {
         // The chunks first: a crash leaves a record only with its chunks.
-        let written = self.insert_chunks(e.id, body).and_then(|()| {
+        let written = self.insert_chunks(e.id, body, deliveries).and_then(|()| {
             let record = encode_event(e, deliveries, body);
             Ok(self.inner.events.insert(e.id.as_bytes(), record)?)
         });
@@ -207,16 +248,23 @@ impl Store {
         self.remove_chunks(e.id)
     }
 
-    /// A body over `CHUNKED_OVER` goes to `event_chunks`; a smaller one
-    /// stays in its record.
-    fn insert_chunks(&self, id: Uuid, body: &[u8]) -> Result<()> {
-        if !chunked(body) {
-            return Ok(());
+    /// A large body, and the routes of an event routed to many webhooks,
+    /// go to `event_chunks`; the rest stays in the record.
+    fn insert_chunks(&self, id: Uuid, body: &[u8], routes: &[QueuedDelivery]) -> Result<()> {
+        let chunks = &self.inner.event_chunks;
+        if body_chunked(body, routes) {
+            for (i, chunk) in body.chunks(CHUNKED_OVER).enumerate() {
+                chunks.insert(chunk_key(id, i as u32), chunk)?;
+            }
         }
-        for (i, chunk) in body.chunks(CHUNKED_OVER).enumerate() {
-            self.inner
-                .event_chunks
-                .insert(chunk_key(id, i as u32), chunk)?;
+        if routes_apart(routes) {
+            for (i, some) in routes.chunks(ROUTES_PER_CHUNK).enumerate() {
+                let pairs: Vec<u8> = some
+                    .iter()
+                    .flat_map(|d| pair_key(d.webhook_id, d.id))
+                    .collect();
+                chunks.insert(chunk_key(id, FIRST_ROUTE_CHUNK + i as u32), pairs)?;
+            }
         }
         Ok(())
     }
@@ -232,12 +280,9 @@ impl Store {
             return Ok((parts.header, parts.body.into_owned()));
         };
         let id = parts.header.id;
-        let mut body = Vec::with_capacity(count as usize * CHUNKED_OVER);
-        let mut found = 0;
-        for chunk in self.inner.event_chunks.scan_prefix(id.as_bytes()).values() {
-            body.extend_from_slice(&chunk?);
-            found += 1;
-        }
+        // Bounded: a damaged count must not reserve terabytes.
+        let mut body = Vec::with_capacity(count.min(1024) as usize * CHUNKED_OVER);
+        let found = self.read_chunks(id, 0..FIRST_ROUTE_CHUNK, &mut body)?;
         if found != count {
             return Err(StorageError::Codec {
                 what: "event",
@@ -245,6 +290,39 @@ impl Store {
             });
         }
         Ok((parts.header, body))
+    }
+
+    /// A decoded record's routes as 32-byte pairs, read from their chunks
+    /// if the record has none.
+    pub(super) fn event_routes<'a>(&self, parts: &'a Parts<'_>) -> Result<Cow<'a, [u8]>> {
+        let Some(count) = parts.routes_apart else {
+            return Ok(Cow::Borrowed(&parts.routes));
+        };
+        let id = parts.header.id;
+        let mut pairs = Vec::new();
+        self.read_chunks(id, FIRST_ROUTE_CHUNK..u32::MAX, &mut pairs)?;
+        if pairs.len() != count as usize * 32 {
+            return Err(StorageError::Codec {
+                what: "event",
+                message: format!(
+                    "{} of the {count} routes of event {id} found",
+                    pairs.len() / 32
+                ),
+            });
+        }
+        Ok(Cow::Owned(pairs))
+    }
+
+    /// Appends event `id`'s chunks with an index in `indices`, in order, to
+    /// `out`; returns how many it found.
+    fn read_chunks(&self, id: Uuid, indices: Range<u32>, out: &mut Vec<u8>) -> Result<u32> {
+        let keys = chunk_key(id, indices.start)..chunk_key(id, indices.end);
+        let mut found = 0;
+        for chunk in self.inner.event_chunks.range(keys).values() {
+            out.extend_from_slice(&chunk?);
+            found += 1;
+        }
+        Ok(found)
     }
 
     /// A first attempt of `event_id` was judged or moved to the queue.
@@ -420,16 +498,24 @@ mod tests {
         let parts = decode_event(&record).unwrap();
         assert_eq!((&parts.header, &parts.routes[..]), (&e, &pairs[..]));
         assert_eq!((parts.body.len(), parts.chunks), (0, Some(5)));
-        // So many routes that even a small body's record is not compressed.
+        // Routed to many webhooks: the record holds only counts.
         let many: Vec<QueuedDelivery> = (0..2100)
             .map(|_| test_delivery(Uuid::now_v7(), e.id))
             .collect();
         let record = encode_event(&e, &many, small);
-        assert_eq!(record[0], ROUTED);
+        assert_eq!(record[0], ROUTED_APART);
+        assert!(record.len() < 400, "{} bytes", record.len());
         let parts = decode_event(&record).unwrap();
+        assert_eq!(parts.header, e);
+        assert_eq!((parts.routes_apart, parts.chunks), (Some(2100), Some(1)));
+        // Written uncompressed by an older version.
+        let compressed = encode_event(&e, &routes, small);
+        let plain = super::super::codec::decompress("event", &compressed[1..]).unwrap();
+        let old = [&[ROUTED][..], &plain].concat();
+        let parts = decode_event(&old).unwrap();
         assert_eq!(
-            (parts.routes.len(), &parts.body[..]),
-            (2100 * 32, &small[..])
+            (&parts.routes[..], &parts.body[..]),
+            (&pairs[..], &small[..])
         );
         // Written before routes were kept: no tag, no routes.
         let header_bytes = encode(&e);
@@ -474,6 +560,55 @@ mod tests {
     }
 
     #[test]
+    fn an_event_routed_to_many_webhooks_keeps_its_routes_in_chunks_read_back_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let routed = |e: &StoredEvent, n| -> Vec<QueuedDelivery> {
+            (0..n)
+                .map(|_| test_delivery(Uuid::now_v7(), e.id))
+                .collect()
+        };
+        let pairs = |routes: &[QueuedDelivery]| -> Vec<u8> {
+            routes
+                .iter()
+                .flat_map(|d| pair_key(d.webhook_id, d.id))
+                .collect()
+        };
+        let record = |e: &StoredEvent| store.inner.events.get(e.id.as_bytes()).unwrap().unwrap();
+        let routes_of = |e: &StoredEvent| -> Result<Vec<u8>> {
+            let record = record(e);
+            Ok(store.event_routes(&decode_event(&record)?)?.into_owned())
+        };
+
+        let small = header(Uuid::now_v7());
+        let small_routes = routed(&small, 1000);
+        store.insert_event(&small, b"{}", &small_routes).unwrap();
+        assert!(record(&small).len() < 400, "{} bytes", record(&small).len());
+        let chunks = store.inner.event_chunks.len();
+        assert_eq!(chunks, 1 + 4, "the body and 1000 routes, 256 to a chunk");
+        assert_eq!(routes_of(&small).unwrap(), pairs(&small_routes));
+        let body = store.event(small.id).unwrap().unwrap().1;
+        assert_eq!(body, b"{}", "the body without the routes");
+
+        let large = header(Uuid::now_v7());
+        let large_routes = routed(&large, INLINE_ROUTES + 1);
+        let large_body = vec![b'x'; CHUNKED_OVER * 3 / 2];
+        store
+            .insert_event(&large, &large_body, &large_routes)
+            .unwrap();
+        assert_eq!(store.event(large.id).unwrap().unwrap().1, large_body);
+        assert_eq!(routes_of(&large).unwrap(), pairs(&large_routes));
+
+        // A lost route chunk is an error, not fewer routes.
+        let last = chunk_key(small.id, FIRST_ROUTE_CHUNK + 3);
+        store.inner.event_chunks.remove(last).unwrap().unwrap();
+        assert!(routes_of(&small).is_err());
+        store.discard_event(&small, &small_routes).unwrap();
+        store.discard_event(&large, &large_routes).unwrap();
+        assert_eq!(store.inner.event_chunks.len(), 0);
+    }
+
+    #[test]
     fn retention_removes_an_old_events_chunks_and_those_a_crash_left_without_a_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -482,7 +617,7 @@ mod tests {
         store.insert_event(&old, &big, &[]).unwrap();
         // Chunks written, then a crash before their record.
         let orphan = id_from(40);
-        store.insert_chunks(orphan, &big).unwrap();
+        store.insert_chunks(orphan, &big, &[]).unwrap();
         let recent = header(Uuid::now_v7());
         store.insert_event(&recent, &big, &[]).unwrap();
         assert_eq!(store.inner.event_chunks.len(), 6);
@@ -504,6 +639,13 @@ mod tests {
         let mut flipped = record.clone();
         flipped[record.len() / 2] ^= 0xFF;
         let _ = decode_event(&flipped); // an error or a wrong record, never a panic
+        let many: Vec<QueuedDelivery> = (0..=INLINE_ROUTES)
+            .map(|_| test_delivery(Uuid::now_v7(), e.id))
+            .collect();
+        let apart = encode_event(&e, &many, b"{}");
+        for cut in 1..apart.len() {
+            assert!(decode_event(&apart[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! - `webhooks`: webhook id → `Webhook`; `webhooks_by_owner`: owner id ++
 //!   webhook id → ().
 //! - `events`: event id → `StoredEvent` header, the routes of its
-//!   deliveries and the raw canonical body, or, for a large body, its
-//!   number of chunks; `event_chunks`: event id ++ chunk index (u32) → a
-//!   piece of that body (see `events.rs`).
+//!   deliveries and the raw canonical body, or, for a large body or many
+//!   routes, how many there are; `event_chunks`: event id ++ chunk index
+//!   (u32) → a piece of that body (from index 0) or of those routes (from
+//!   index 2^31) (see `events.rs`).
 //! - `queue`: webhook id ++ delivery id → `QueuedDelivery` (a webhook's
 //!   outstanding deliveries that are retries, redeliveries or were moved
 //!   out of memory; a first attempt is recovered from its event's record,

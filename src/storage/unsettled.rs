@@ -139,7 +139,7 @@ impl Store {
         for item in i.events.range(from.as_bytes().as_slice()..) {
             let (_, record) = item?;
             let event = decode_event(&record)?;
-            for route in event.routes.chunks_exact(32) {
+            for route in self.event_routes(&event)?.chunks_exact(32) {
                 let (webhook, id) = (&route[..16], &route[16..]);
                 if i.queue.contains_key(route)? || !i.webhooks.contains_key(webhook)? {
                     continue;

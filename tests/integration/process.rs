@@ -261,3 +261,42 @@ async fn a_restart_queues_first_attempts_that_a_crash_interrupted() {
     );
     assert_eq!(store.queue_len(), 2);
 }
+
+#[actix_web::test]
+async fn a_restart_queues_first_attempts_of_an_event_routed_to_hundreds_of_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = inactive_webhook(dir.path()).await;
+
+    // Past 128 routes a record keeps them apart from itself, 256 to a
+    // chunk: one lost first attempt in the first chunk, one in the second,
+    // among routes to webhooks since deleted.
+    let (first, second);
+    {
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let event = store.open_event(300);
+        let mut all: Vec<QueuedDelivery> = (0..300)
+            .map(|_| first_attempt(Uuid::now_v7(), event))
+            .collect();
+        (first, second) = (first_attempt(hook, event), first_attempt(hook, event));
+        (all[3], all[290]) = (first.clone(), second.clone());
+        store
+            .insert_event(&stored_event(event), b"{}", &all)
+            .unwrap();
+        store.flush_blocking().unwrap();
+    }
+
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let mut queued: Vec<Uuid> = store
+        .queued_deliveries(hook)
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    queued.sort();
+    let mut expected = vec![first.id, second.id];
+    expected.sort();
+    assert_eq!(queued, expected, "both, from either chunk of routes");
+    assert_eq!(store.queue_len(), 2, "none for the deleted webhooks");
+    let (_, body) = store.event(first.event_id).unwrap().unwrap();
+    assert_eq!(body, b"{}");
+}
