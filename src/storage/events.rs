@@ -350,7 +350,8 @@ impl Store {
     }
 
     /// The newest events, newest first, at most `limit`, with their
-    /// bodies if those are at most `max_body` bytes.
+    /// bodies if those are at most `max_body` bytes. A record that cannot
+    /// be read is logged and passed over.
     ///
     /// NB: the feed refills its snapshot from these at start-up; reading
     /// every body could mean gigabytes if the newest events are screenshots.
@@ -361,20 +362,34 @@ impl Store {
     ) -> Result<Vec<(StoredEvent, Option<Vec<u8>>)>> {
         let mut out = Vec::new();
         for item in self.inner.events.iter().rev().take(limit) {
-            let (_, v) = item?;
-            let parts = decode_event(&v)?;
-            let at_least = match parts.chunks {
-                Some(n) => (n as usize).saturating_sub(1) * CHUNKED_OVER + 1,
-                None => parts.body.len(),
-            };
-            if at_least > max_body {
-                out.push((parts.header, None));
-                continue;
+            let (key, v) = item?;
+            match self.with_body_up_to(&v, max_body) {
+                Ok(found) => out.push(found),
+                Err(e @ StorageError::Codec { .. }) => {
+                    let id = Uuid::from_slice(&key).unwrap_or_default();
+                    ::log::error!("event {id} left out of the recent events: {e}");
+                }
+                Err(e) => return Err(e),
             }
-            let (header, body) = self.whole(parts)?;
-            out.push((header, Some(body).filter(|b| b.len() <= max_body)));
         }
         Ok(out)
+    }
+
+    fn with_body_up_to(
+        &self,
+        record: &[u8],
+        max_body: usize,
+    ) -> Result<(StoredEvent, Option<Vec<u8>>)> {
+        let parts = decode_event(record)?;
+        let at_least = match parts.chunks {
+            Some(n) => (n as usize).saturating_sub(1) * CHUNKED_OVER + 1,
+            None => parts.body.len(),
+        };
+        if at_least > max_body {
+            return Ok((parts.header, None));
+        }
+        let (header, body) = self.whole(parts)?;
+        Ok((header, Some(body).filter(|b| b.len() <= max_body)))
     }
 
     /// Deletes the events made before `cutoff_ms` that nothing will send
@@ -547,6 +562,16 @@ mod tests {
             "one byte too many"
         );
         assert_eq!(recent(1024), vec![(e.clone(), None)]);
+        // A damaged record is passed over, not the end of the list.
+        let newer = header(Uuid::now_v7());
+        store
+            .inner
+            .events
+            .insert(newer.id.as_bytes(), &b"\xE3"[..])
+            .unwrap();
+        let both = store.recent_events(2, body.len()).unwrap();
+        assert_eq!(both, vec![(e.clone(), Some(body.clone()))]);
+        store.inner.events.remove(newer.id.as_bytes()).unwrap();
         // A lost chunk is an error, not a shorter body.
         let last = chunk_key(e.id, 3);
         let saved = store.inner.event_chunks.remove(last).unwrap().unwrap();

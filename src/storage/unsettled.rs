@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use uuid::Uuid;
 
 use super::events::decode_event;
-use super::{Result, Store};
+use super::{Result, StorageError, Store, StoredEvent};
 use crate::clock::now_ms;
 use crate::domain::delivery::QueuedDelivery;
 
@@ -137,9 +137,19 @@ impl Store {
         let mut logged: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
         let mut recovered = 0;
         for item in i.events.range(from.as_bytes().as_slice()..) {
-            let (_, record) = item?;
-            let event = decode_event(&record)?;
-            for route in self.event_routes(&event)?.chunks_exact(32) {
+            let (key, record) = item?;
+            // One damaged record loses its own first attempts, not the
+            // start of the whole server.
+            let (event, routes) = match self.routed(&record) {
+                Ok(found) => found,
+                Err(e @ StorageError::Codec { .. }) => {
+                    let id = Uuid::from_slice(&key).unwrap_or_default();
+                    ::log::error!("event {id}'s first attempts cannot be recovered: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for route in routes.chunks_exact(32) {
                 let (webhook, id) = (&route[..16], &route[16..]);
                 if i.queue.contains_key(route)? || !i.webhooks.contains_key(webhook)? {
                     continue;
@@ -158,11 +168,11 @@ impl Store {
                 self.put_delivery(&QueuedDelivery {
                     id,
                     webhook_id,
-                    event_id: event.header.id,
-                    event: event.header.event.as_str().into(),
+                    event_id: event.id,
+                    event: event.event.as_str().into(),
                     attempts: 0,
                     next_attempt_at: now_ms(),
-                    created_at: event.header.received_at,
+                    created_at: event.received_at,
                     only_in_event: false,
                 })?;
                 recovered += 1;
@@ -173,6 +183,13 @@ impl Store {
         Ok(recovered)
     }
 
+    /// An event record's header and routes (32-byte pairs).
+    fn routed(&self, record: &[u8]) -> Result<(StoredEvent, Vec<u8>)> {
+        let parts = decode_event(record)?;
+        let routes = self.event_routes(&parts)?.into_owned();
+        Ok((parts.header, routes))
+    }
+
     /// Unsettled first attempts in memory (for metrics and tests).
     pub fn unsettled_count(&self) -> usize {
         self.inner.unsettled.count()
@@ -181,7 +198,55 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{test_delivery, test_webhook};
     use super::*;
+
+    #[test]
+    fn a_damaged_event_record_costs_only_its_own_first_attempts_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let hook = test_webhook(Uuid::now_v7(), &["e"]);
+        let first_attempt = |event| QueuedDelivery {
+            attempts: 0,
+            only_in_event: true,
+            ..test_delivery(hook.id, event)
+        };
+        let header = |id| StoredEvent {
+            id,
+            event: "e".into(),
+            organisation_id: hook.organisation_id,
+            user_id: None,
+            team_id: None,
+            received_at: now_ms(),
+        };
+        let lost;
+        {
+            let store = Store::open(&path).unwrap();
+            store.insert_webhook(&hook).unwrap();
+            let garbled = store.open_event(1);
+            let record = b"\xE2 not an event";
+            store
+                .inner
+                .events
+                .insert(garbled.as_bytes(), &record[..])
+                .unwrap();
+            // Routed to 200 webhooks, and one chunk of its routes lost.
+            let short = store.open_event(200);
+            let routes: Vec<_> = (0..200).map(|_| first_attempt(short)).collect();
+            store.insert_event(&header(short), b"{}", &routes).unwrap();
+            let key = [short.as_bytes(), &0x8000_0000u32.to_be_bytes()[..]].concat();
+            store.inner.event_chunks.remove(key).unwrap().unwrap();
+            let intact = store.open_event(1);
+            lost = first_attempt(intact);
+            let one = std::slice::from_ref(&lost);
+            store.insert_event(&header(intact), b"{}", one).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(&path).expect("starts despite the damage");
+        let queued = store.queued_deliveries(hook.id).unwrap();
+        let ids: Vec<Uuid> = queued.iter().map(|d| d.id).collect();
+        assert_eq!(ids, vec![lost.id], "the intact event's first attempt");
+    }
 
     #[test]
     fn the_watermark_waits_for_the_oldest_unsettled_event() {
