@@ -152,9 +152,6 @@ pub async fn redeliver(
             "a simulation is never sent again; send a new one with POST /v1/webhooks/{id}/simulations",
         ));
     }
-    let (_, body) = state.store.event(entry.event_id)?.ok_or_else(|| {
-        ApiError::not_found("event_not_found", "the event has been purged by retention")
-    })?;
     let now = now_ms();
     let delivery = QueuedDelivery {
         id: Uuid::now_v7(),
@@ -166,7 +163,9 @@ pub async fn redeliver(
         created_at: now,
         only_in_event: false,
     };
-    state.store.put_delivery(&delivery)?;
+    let body = state.store.queue_redelivery(&delivery)?.ok_or_else(|| {
+        ApiError::not_found("event_not_found", "the event has been purged by retention")
+    })?;
     state.store.flush().await?;
     let delivery_id = delivery.id;
     state.directory.deliver(vec![delivery], Bytes::from(body));

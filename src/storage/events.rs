@@ -397,7 +397,9 @@ impl Store {
     /// delivery needs them. Returns how many it deleted.
     pub fn purge_events_before(&self, cutoff_ms: u64) -> Result<usize> {
         // In this order: a first attempt is queued before it is settled,
-        // so one settled after the watermark is read is in the queue read.
+        // so one settled after the watermark is read is in the queue read;
+        // a redelivery is queued before its pin is dropped (see `pins.rs`).
+        self.inner.pins.sweep_starts();
         let unsettled_from = self.inner.unsettled.settled_below();
         let needed = self.queued_events_before(cutoff_ms)?;
         let events = &self.inner.events;
@@ -407,14 +409,19 @@ impl Store {
             if v7_millis(&key) >= cutoff_ms {
                 break;
             }
-            let id = Uuid::from_slice(&key).ok();
-            if !id.is_some_and(|id| needed.contains(&id)) {
-                events.remove(&key)?;
-                if let Some(id) = id {
-                    self.remove_chunks(id)?;
-                }
+            let Ok(id) = Uuid::from_slice(&key) else {
+                events.remove(&key)?; // not an event's key: nothing needs it
                 n += 1;
+                continue;
+            };
+            if needed.contains(&id) {
+                continue;
             }
+            let deleted = self.inner.pins.unless_pinned(id, || {
+                events.remove(&key)?;
+                self.remove_chunks(id)
+            })?;
+            n += deleted as usize;
         }
         self.purge_orphan_chunks_before(cutoff_ms)?;
         Ok(n)

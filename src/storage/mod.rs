@@ -36,6 +36,7 @@ mod flusher;
 pub mod idempotency;
 mod log;
 mod orgs;
+mod pins;
 mod queue;
 mod routing;
 mod unsettled;
@@ -97,6 +98,7 @@ struct Inner {
     /// Held while a webhook is counted and stored (see `webhooks.rs`).
     webhook_creation: std::sync::Mutex<()>,
     unsettled: Arc<unsettled::Unsettled>,
+    pins: pins::Pins,
     routing: routing::RoutingCache,
     org_cache: orgs::OrgCache,
     flusher: flusher::GroupCommit,
@@ -143,6 +145,7 @@ impl Store {
             log_ids: Default::default(),
             webhook_creation: Default::default(),
             unsettled,
+            pins: Default::default(),
             routing: Default::default(),
             org_cache: Default::default(),
             flusher: flusher::GroupCommit::start(db.clone(), observer, every_second),
