@@ -92,21 +92,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::storage::{test_delivery, test_webhook, StoredEvent};
+    use crate::storage::{test_delivery, test_event, test_id_from, test_webhook};
 
     fn old_event(store: &Store, days_ago: u64) -> Uuid {
-        let secs = now_ms() / 1000 - days_ago * 86_400;
-        let id = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0));
-        let e = StoredEvent {
-            id,
-            event: "e".into(),
-            organisation_id: Uuid::nil(),
-            user_id: None,
-            team_id: None,
-            received_at: secs * 1000,
-        };
-        store.insert_event(&e, &[b'x'; 20_000], &[]).unwrap();
-        id
+        test_event(store, test_id_from(days_ago), &[b'x'; 20_000])
     }
 
     #[test]

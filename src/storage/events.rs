@@ -455,27 +455,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_delivery;
+    use super::super::{test_delivery, test_event, test_id_from};
     use super::*;
     use crate::clock::now_ms;
 
-    /// A v7 id made `days_ago` days ago.
-    fn id_from(days_ago: u64) -> Uuid {
-        let secs = now_ms() / 1000 - days_ago * 86_400;
-        Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0))
-    }
-
     fn stored(store: &Store, id: Uuid) -> Uuid {
-        let e = StoredEvent {
-            id,
-            event: "e".into(),
-            organisation_id: Uuid::nil(),
-            user_id: None,
-            team_id: None,
-            received_at: v7_millis(id.as_bytes()),
-        };
-        store.insert_event(&e, b"{}", &[]).unwrap();
-        id
+        test_event(store, id, b"{}")
     }
 
     fn kept(store: &Store, id: Uuid) -> bool {
@@ -645,10 +630,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let big = vec![b'x'; CHUNKED_OVER * 2];
-        let old = header(id_from(40));
+        let old = header(test_id_from(40));
         store.insert_event(&old, &big, &[]).unwrap();
         // Chunks written, then a crash before their record.
-        let orphan = id_from(40);
+        let orphan = test_id_from(40);
         store.insert_chunks(orphan, &big, &[]).unwrap();
         let recent = header(Uuid::now_v7());
         store.insert_event(&recent, &big, &[]).unwrap();
@@ -684,10 +669,10 @@ mod tests {
     fn old_events_go_unless_a_queued_delivery_needs_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("data")).unwrap();
-        let old = stored(&store, id_from(40));
-        let old_but_queued = stored(&store, id_from(35));
-        let older_than_queued = stored(&store, id_from(50));
-        let recent = stored(&store, id_from(2));
+        let old = stored(&store, test_id_from(40));
+        let old_but_queued = stored(&store, test_id_from(35));
+        let older_than_queued = stored(&store, test_id_from(50));
+        let recent = stored(&store, test_id_from(2));
         store
             .put_delivery(&test_delivery(Uuid::now_v7(), old_but_queued))
             .unwrap();

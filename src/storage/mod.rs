@@ -252,6 +252,29 @@ pub(crate) fn test_delivery(
     }
 }
 
+/// A v7 id made `days_ago` days ago, for tests.
+#[cfg(test)]
+pub(crate) fn test_id_from(days_ago: u64) -> Uuid {
+    let secs = crate::clock::now_ms() / 1000 - days_ago * 86_400;
+    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0))
+}
+
+/// Stores an event with id `id` (made when the id was) and `body`, routed
+/// nowhere, for tests; returns `id`.
+#[cfg(test)]
+pub(crate) fn test_event(store: &Store, id: Uuid, body: &[u8]) -> Uuid {
+    let e = StoredEvent {
+        id,
+        event: "e".into(),
+        organisation_id: Uuid::nil(),
+        user_id: None,
+        team_id: None,
+        received_at: events::v7_millis(id.as_bytes()),
+    };
+    store.insert_event(&e, body, &[]).unwrap();
+    id
+}
+
 /// A deliverable webhook of `owner` taking `events`, for tests.
 #[cfg(test)]
 pub(crate) fn test_webhook(owner: Uuid, events: &[&str]) -> crate::domain::webhook::Webhook {

@@ -82,23 +82,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{test_delivery, StoredEvent};
+    use super::super::{test_delivery, test_event, test_id_from};
     use super::*;
     use crate::clock::now_ms;
 
     fn old_event(store: &Store) -> Uuid {
-        let secs = now_ms() / 1000 - 40 * 86_400;
-        let id = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0));
-        let e = StoredEvent {
-            id,
-            event: "e".into(),
-            organisation_id: Uuid::nil(),
-            user_id: None,
-            team_id: None,
-            received_at: secs * 1000,
-        };
-        store.insert_event(&e, b"{}", &[]).unwrap();
-        id
+        test_event(store, test_id_from(40), b"{}")
     }
 
     fn thirty_days_ago() -> u64 {
