@@ -127,6 +127,42 @@ fn generic_error(status: StatusCode) -> ApiError {
     ApiError::new(status, code, message)
 }
 
+/// The largest page of a list that `PageQuery` pages.
+const MAX_PAGE: usize = 1000;
+
+/// `?limit=&before=` of a list that pages newest first, by id.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1–1000; without it, the whole list.
+    limit: Option<usize>,
+    /// The `next_before` of the previous page.
+    pub before: Option<Uuid>,
+}
+
+impl PageQuery {
+    /// How many items to read: one more than the page, to know whether
+    /// another follows; all without `limit`. A 400 if `limit` is out of
+    /// range.
+    pub fn to_read(&self) -> Result<usize, ApiError> {
+        let limit = self.limit.map(|l| check_limit(l, MAX_PAGE)).transpose()?;
+        Ok(limit.map_or(usize::MAX, |l| l + 1))
+    }
+
+    /// Cuts what `to_read` read to the page; returns the next page's
+    /// `before`, or `None` on the last.
+    pub fn cut<T>(&self, items: &mut Vec<T>, id: impl Fn(&T) -> Uuid) -> Option<Uuid> {
+        match self.limit {
+            Some(limit) if items.len() > limit => {
+                items.truncate(limit);
+                items.last().map(id)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A page size within 1..=max, or a 400 naming `limit`.
 pub fn check_limit(limit: usize, max: usize) -> Result<usize, ApiError> {
     if limit == 0 || limit > max {

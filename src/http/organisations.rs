@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::ApiJson;
-use super::{auth, parse_id, AppState};
+use super::{auth, parse_id, AppState, PageQuery};
 use crate::clock::{self, now_ms};
 use crate::domain::organisation::{Caller, OrgKind, Organisation};
 use crate::error::{ApiError, ErrorBody};
@@ -38,9 +38,13 @@ pub struct OrganisationOut {
     api_key: Option<String>,
 }
 
+/// Organisations within scope, newest first.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct OrganisationList {
     data: Vec<OrganisationOut>,
+    /// Pass as `before` for the next page; null on the last (and without
+    /// `limit`).
+    next_before: Option<Uuid>,
 }
 
 /// The admin (`kind: "admin"`) or the key's organisation.
@@ -142,16 +146,28 @@ pub async fn me(caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(out)
 }
 
-#[utoipa::path(get, path = "/v1/organisations", tag = "organisations",
-    responses((status = 200, body = OrganisationList), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let orgs = match &caller {
+#[utoipa::path(get, path = "/v1/organisations", tag = "organisations", params(PageQuery),
+    responses((status = 200, body = OrganisationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let to_read = query.to_read()?;
+    let mut orgs = match &caller {
         // Only a reseller has organisations under it: no need to scan them all.
-        Caller::Org(me) if me.kind == OrgKind::Organisation => vec![me.clone()],
-        _ => state.store.orgs(|o| caller.can_see_org(o))?,
+        Caller::Org(me) if me.kind == OrgKind::Organisation => {
+            let on_page = query.before.is_none_or(|before| me.id < before);
+            on_page.then(|| me.clone()).into_iter().collect()
+        }
+        _ => state
+            .store
+            .orgs_page(|o| caller.can_see_org(o), query.before, to_read)?,
     };
+    let next_before = query.cut(&mut orgs, |o| o.id);
     let data: Vec<OrganisationOut> = orgs.iter().map(OrganisationOut::from).collect();
-    Ok(HttpResponse::Ok().json(OrganisationList { data }))
+    Ok(HttpResponse::Ok().json(OrganisationList { data, next_before }))
 }
 
 #[utoipa::path(get, path = "/v1/organisations/{id}", tag = "organisations", params(("id" = Uuid, Path)),

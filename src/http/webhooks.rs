@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::{not_null, ApiJson};
-use super::{check_limit, parse_id, AppState};
+use super::{parse_id, AppState, PageQuery};
 use crate::actors::registry::{WebhookCreated, WebhookDeleted, WebhookUpdated};
 use crate::clock::{self, now_ms};
 use crate::config::EventTypeConfig;
@@ -96,19 +96,6 @@ pub struct WebhookList {
     /// Pass as `before` for the next page; null on the last (and without
     /// `limit`).
     next_before: Option<Uuid>,
-}
-
-/// The largest page of the webhook list.
-const MAX_PAGE: usize = 1000;
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Webhooks per page, 1–1000; without it, the whole list.
-    limit: Option<usize>,
-    /// The `next_before` of the previous page.
-    before: Option<Uuid>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -253,27 +240,19 @@ pub async fn create(
     Ok(HttpResponse::Created().json(WebhookOut::with_secret(&webhook)))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(PageQuery),
     responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.map(|l| check_limit(l, MAX_PAGE)).transpose()?;
-    // One more than the page, to know whether another follows.
-    let wanted = limit.map_or(usize::MAX, |l| l + 1);
-    let mut webhooks = state
-        .store
-        .webhooks_page(caller.org_id(), query.before, wanted)?;
-    let next_before = match limit {
-        Some(limit) if webhooks.len() > limit => {
-            webhooks.truncate(limit);
-            webhooks.last().map(|w| w.id)
-        }
-        _ => None,
-    };
+    let mut webhooks =
+        state
+            .store
+            .webhooks_page(caller.org_id(), query.before, query.to_read()?)?;
+    let next_before = query.cut(&mut webhooks, |w| w.id);
     let data: Vec<WebhookOut> = webhooks.iter().map(WebhookOut::masked).collect();
     Ok(HttpResponse::Ok().json(WebhookList { data, next_before }))
 }

@@ -78,17 +78,25 @@ impl Store {
         Ok(org)
     }
 
-    /// Every organisation `keep` accepts, newest first.
-    pub fn orgs(&self, keep: impl Fn(&Organisation) -> bool) -> Result<Vec<Organisation>> {
+    /// Up to `limit` organisations older than `before` (all if `None`)
+    /// that `keep` takes, newest first.
+    pub fn orgs_page(
+        &self,
+        keep: impl Fn(&Organisation) -> bool,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Organisation>> {
+        let before = before.unwrap_or(Uuid::max());
         let mut out = Vec::new();
-        for item in self.inner.orgs.iter() {
-            let (_, v) = item?;
-            let org: Organisation = decode("organisation", &v)?;
+        for item in self.inner.orgs.range(..&before.as_bytes()[..]).rev() {
+            if out.len() == limit {
+                break;
+            }
+            let org: Organisation = decode("organisation", &item?.1)?;
             if keep(&org) {
                 out.push(org);
             }
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(out)
     }
 }

@@ -659,3 +659,29 @@ pub async fn metrics_text(base: &str, key: Option<&str>) -> String {
     assert_eq!(resp.status().as_u16(), 200);
     String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
 }
+
+/// Every page of `GET {path}?limit=N`, followed by its cursor.
+pub async fn all_pages(s: &TestServer, path: &str, key: &str, limit: usize) -> Vec<Vec<String>> {
+    let (mut pages, mut before) = (Vec::new(), String::new());
+    for _ in 0..50 {
+        let page_path = format!("{path}?limit={limit}{before}");
+        let (status, page) = s.call("GET", &page_path, Some(key), None).await;
+        assert_eq!(status, 200, "{page}");
+        pages.push(ids(&page));
+        match page["next_before"].as_str() {
+            Some(cursor) => before = format!("&before={cursor}"),
+            None => return pages,
+        }
+    }
+    panic!("the cursor never ended");
+}
+
+/// The ids of a list's `data`, in order.
+pub fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect()
+}

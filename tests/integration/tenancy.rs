@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{TestServer, ADMIN_KEY};
+use crate::support::{all_pages, ids, TestServer, ADMIN_KEY};
 
 #[actix_web::test]
 async fn organisations_cannot_touch_each_others_webhooks() {
@@ -185,4 +185,53 @@ async fn keys_are_required_and_checked() {
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = s.raw("HEAD", "/healthz", None, None, None).await;
     assert_eq!((status, body), (200, Value::Null), "HEAD: the status alone");
+}
+
+#[actix_web::test]
+async fn the_organisation_list_pages_newest_first_within_scope() {
+    let s = TestServer::start().await;
+    let (reseller, rkey) = s.org("r", "reseller", None).await;
+    let mut made = vec![reseller.clone()];
+    for i in 0..5 {
+        made.push(
+            s.org(&format!("c{i}"), "organisation", Some(&reseller))
+                .await
+                .0,
+        );
+    }
+    let (other, okey) = s.org("o", "organisation", None).await;
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    let everyone = [vec![other.clone()], newest_first.clone()].concat();
+    for (key, expected) in [
+        (rkey.as_str(), newest_first),
+        (ADMIN_KEY, everyone),
+        (okey.as_str(), vec![other.clone()]),
+    ] {
+        let (_, whole) = s.call("GET", "/v1/organisations", Some(key), None).await;
+        assert_eq!(whole["next_before"], Value::Null, "no limit, no cursor");
+        assert_eq!(ids(&whole), expected);
+        let pages = all_pages(&s, "/v1/organisations", key, 2).await;
+        assert!(pages.iter().all(|p| p.len() <= 2), "{pages:?}");
+        assert_eq!(pages.concat(), expected, "pages follow the list's order");
+    }
+    let past_own = format!("/v1/organisations?limit=5&before={other}");
+    let (_, empty) = s.call("GET", &past_own, Some(&okey), None).await;
+    assert_eq!(
+        (ids(&empty).len(), &empty["next_before"]),
+        (0, &Value::Null)
+    );
+    for (query, code) in [
+        ("limit=0", "validation_failed"),
+        ("limit=1001", "validation_failed"),
+        ("before=nope", "invalid_query"),
+        ("colour=red", "invalid_query"),
+    ] {
+        let path = format!("/v1/organisations?{query}");
+        let (status, body) = s.call("GET", &path, Some(&rkey), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{query}: {body}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{TestServer, ADMIN_KEY};
+use crate::support::{all_pages, ids, TestServer, ADMIN_KEY};
 
 /// (url, accepted?) with private targets NOT allowed.
 const URLS: &[(&str, bool)] = &[
@@ -437,31 +437,6 @@ async fn admin_creates_webhooks_for_a_named_organisation() {
     assert_eq!(list["data"][0]["id"], resp["id"]);
 }
 
-/// Every page of `GET /v1/webhooks?limit=N`, followed by its cursor.
-async fn all_pages(s: &TestServer, key: &str, limit: usize) -> Vec<Vec<String>> {
-    let (mut pages, mut before) = (Vec::new(), String::new());
-    for _ in 0..50 {
-        let path = format!("/v1/webhooks?limit={limit}{before}");
-        let (status, page) = s.call("GET", &path, Some(key), None).await;
-        assert_eq!(status, 200, "{page}");
-        pages.push(ids(&page));
-        match page["next_before"].as_str() {
-            Some(cursor) => before = format!("&before={cursor}"),
-            None => return pages,
-        }
-    }
-    panic!("the cursor never ended");
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[actix_web::test]
 async fn the_list_pages_newest_first_within_scope() {
     let s = TestServer::start().await;
@@ -475,12 +450,12 @@ async fn the_list_pages_newest_first_within_scope() {
         assert_eq!(whole["next_before"], Value::Null);
         let whole = ids(&whole);
         assert_eq!(whole.len(), total);
-        let pages = all_pages(&s, key, 2).await;
+        let pages = all_pages(&s, "/v1/webhooks", key, 2).await;
         let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
         assert_eq!(sizes.iter().sum::<usize>(), total, "{sizes:?}");
         assert!(sizes.iter().all(|&n| n == 2 || n == total % 2), "{sizes:?}");
         assert_eq!(pages.concat(), whole, "pages follow the list's order");
-        let exact = all_pages(&s, key, total).await;
+        let exact = all_pages(&s, "/v1/webhooks", key, total).await;
         assert_eq!(
             exact,
             vec![whole],
