@@ -85,6 +85,8 @@ pub struct DeliveryConfig {
     pub allow_private_targets: bool,
     pub default_signature_scheme: SignatureScheme,
     pub connection_lifetime_s: u64,
+    /// Deliveries held in memory over all webhooks (see `actors::delivery`).
+    pub max_held_deliveries: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -102,6 +104,7 @@ impl Default for DeliveryConfig {
             default_signature_scheme: SignatureScheme::Trackpilots,
             // awc's own default connection lifetime.
             connection_lifetime_s: 75,
+            max_held_deliveries: 131_072,
         }
     }
 }
@@ -280,6 +283,12 @@ impl Config {
         }
         if d.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if d.max_held_deliveries == 0 {
+            return Err(invalid(
+                "delivery.max_held_deliveries",
+                "must be at least 1",
+            ));
         }
         if d.connection_lifetime_s == 0 {
             return Err(invalid(
@@ -528,6 +537,11 @@ mod tests {
         let e = Config::from_toml("[delivery]\nconnection_lifetime_s = 0").unwrap_err();
         assert!(
             e.to_string().contains("delivery.connection_lifetime_s"),
+            "{e}"
+        );
+        let e = Config::from_toml("[delivery]\nmax_held_deliveries = 0").unwrap_err();
+        assert!(
+            e.to_string().contains("delivery.max_held_deliveries"),
             "{e}"
         );
         let e = Config::from_toml("[retention]\ndays = 0").unwrap_err();

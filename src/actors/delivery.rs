@@ -13,8 +13,8 @@
 //! restart of this actor re-sends whatever was in flight: at least once.
 //!
 //! A backlog stays in sled, not in memory (about 300 bytes a delivery):
-//! - the actor holds at most `WINDOW` deliveries, the oldest, and reads
-//!   more, in event order, as those drain;
+//! - the actor holds at most its window of deliveries, the oldest, and
+//!   reads more, in event order, as those drain (see `Windows`);
 //! - a stored retry not due for a while (`PARK_AFTER_MS`) is parked:
 //!   indexed by its due time in sled (see `storage/queue.rs`), not held,
 //!   and taken back when due. An endpoint failing for days collects a
@@ -66,11 +66,49 @@ const PARK_AFTER_MS: u64 = 60_000;
 /// delivery of another webhook waits for one at each of its few steps.
 const LOAD_CHUNK: usize = 1024;
 
-/// At most this many deliveries are held in memory (about 300 bytes
-/// each); more are read from sled once fewer than half are left. Enough that a burst fanned out to every webhook stays in
-/// memory; bounds a backlog: an ordered webhook behind a failing endpoint,
-/// or an endpoint slower than its events.
+/// At most this many deliveries are held in memory by one actor; more are
+/// read from sled once fewer than half are left. Enough that a burst
+/// fanned out to every webhook stays in memory; bounds a backlog: an
+/// ordered webhook behind a failing endpoint, or an endpoint slower than
+/// its events.
 pub const WINDOW: usize = 4096;
+
+/// However many actors share the budget, each may hold this many: enough
+/// to keep `max_in_flight` attempts going while more are read.
+pub const MIN_WINDOW: usize = 64;
+
+/// Each actor's window: its share of `delivery.max_held_deliveries`, the
+/// deliveries held in memory over all webhooks, between `MIN_WINDOW` and
+/// `WINDOW`.
+///
+/// NB: a fixed window per actor bounded nothing over many webhooks. 200
+/// webhooks behind an endpoint that accepts and never answers held 4,096
+/// each, about 600 MB (some 700 bytes a held delivery, with its indexes);
+/// 1,000 would have held 2.5 GB.
+pub struct Windows {
+    budget: usize,
+    running: std::sync::atomic::AtomicUsize,
+}
+
+impl Windows {
+    pub fn new(budget: usize) -> Self {
+        Windows {
+            budget,
+            running: 0.into(),
+        }
+    }
+
+    /// The registry tells how many actors are running.
+    pub fn set_running(&self, actors: usize) {
+        self.running
+            .store(actors, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn window(&self) -> usize {
+        let running = self.running.load(std::sync::atomic::Ordering::Relaxed);
+        (self.budget / running.max(1)).clamp(MIN_WINDOW, WINDOW)
+    }
+}
 
 /// How far a read of the stored queue has got. While it is not `Done`
 /// the actor handles no message and sends nothing (see `read_on`).
@@ -320,7 +358,7 @@ impl DeliveryActor {
             });
         let to_the_end = chunk.len() < LOAD_CHUNK;
         for (id, d) in chunk {
-            if self.queue.len() >= WINDOW {
+            if self.queue.len() >= self.window() {
                 return self.stop_reading();
             }
             self.reach = Reach::UpTo(Some(id));
@@ -382,7 +420,7 @@ impl DeliveryActor {
         }
     }
 
-    /// Reads more of the stored queue once fewer than half of `WINDOW`
+    /// Reads more of the stored queue once fewer than half of its window
     /// are held; first waits for the log writer to write what this actor
     /// sent it, so that no delivery already finished is read back.
     fn refill(&mut self, ctx: &mut Context<Self>) {
@@ -392,8 +430,13 @@ impl DeliveryActor {
         ctx.wait(written.map(|_, act, ctx| act.guarded(ctx, Self::read_on)));
     }
 
+    /// How many deliveries this actor may hold now, in flight aside.
+    fn window(&self) -> usize {
+        self.shared.windows.window()
+    }
+
     fn wants_refill(&self) -> bool {
-        self.reach != Reach::All && self.queue.len() < WINDOW / 2
+        self.reach != Reach::All && self.queue.len() < self.window() / 2
     }
 
     fn deliverable(&self) -> bool {
@@ -408,7 +451,7 @@ impl DeliveryActor {
         if !self.deliverable() {
             return false;
         }
-        if self.reach == Reach::All && self.queue.len() >= WINDOW {
+        if self.reach == Reach::All && self.queue.len() >= self.window() {
             self.reach = Reach::UpTo(self.max_held);
         }
         match self.reach {
@@ -538,7 +581,10 @@ impl DeliveryActor {
     /// Holds the parked retries now due, as many as there is room for.
     /// One beyond the reach is left to be read in its turn, in event order.
     fn unpark_due(&mut self, now: u64) {
-        let room = WINDOW.saturating_sub(self.queue.len()).min(LOAD_CHUNK);
+        let room = self
+            .window()
+            .saturating_sub(self.queue.len())
+            .min(LOAD_CHUNK);
         let due = match self
             .shared
             .store
@@ -656,7 +702,7 @@ impl DeliveryActor {
     /// full: a delivery that ends makes room, and pumps.
     fn unpark_when_due(&mut self, now: u64, ctx: &mut Context<Self>) {
         let Some(at) = self.next_parked else { return };
-        if self.queue.len() >= WINDOW {
+        if self.queue.len() >= self.window() {
             return;
         }
         if at <= now {

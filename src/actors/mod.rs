@@ -33,4 +33,6 @@ pub struct DeliveryContext {
     pub max_in_flight: usize,
     pub disable_after: Duration,
     pub metrics: Arc<Metrics>,
+    /// How many deliveries each actor may hold in memory.
+    pub windows: delivery::Windows,
 }

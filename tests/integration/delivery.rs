@@ -1246,3 +1246,62 @@ async fn concurrent_changes_leave_the_actor_with_the_stored_record() {
         assert_eq!(got, expected, "round {round}: delivered by a stale URL");
     }
 }
+
+/// The deliveries held in memory are bounded over all webhooks, not per
+/// webhook: the actors running share `delivery.max_held_deliveries`,
+/// each holding at least `MIN_WINDOW`. Many webhooks behind one hung
+/// endpoint once held 4,096 each. What is not held waits in sled, and
+/// all of it arrives, once, when the endpoint answers again.
+#[actix_web::test]
+async fn deliveries_held_in_memory_are_bounded_over_all_webhooks() {
+    use hookrelay::actors::delivery::MIN_WINDOW;
+    const WEBHOOKS: usize = 4;
+    const EVENTS: usize = 6 * MIN_WINDOW;
+    const WINDOW_EACH: usize = 2 * MIN_WINDOW;
+    let s = TestServer::start_with(|c| {
+        c.delivery.max_held_deliveries = WEBHOOKS * WINDOW_EACH;
+        c.delivery.timeout_ms = 30_000; // the hang is not a failure
+    })
+    .await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    rx.delay(3_000); // hung while the backlog builds up
+    let mut hooks = Vec::new();
+    for _ in 0..WEBHOOKS {
+        let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+        let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
+        let path = format!("/v1/webhooks/{id}");
+        let ordered = Some(json!({"ordered": true}));
+        assert_eq!(s.call("PATCH", &path, Some(&key), ordered).await.0, 200);
+        hooks.push(id);
+    }
+    let next = std::cell::Cell::new(0);
+    futures_util::future::join_all((0..16).map(|_| async {
+        while next.get() < EVENTS {
+            next.set(next.get() + 1);
+            s.ingest(&key, &desktop_event(APP, &org)).await;
+        }
+    }))
+    .await;
+    for &id in &hooks {
+        // Each has its backlog (a few may have arrived meanwhile).
+        let d = eventually("the backlog reached the actor", WAIT, async || {
+            let d = s.depth(id).await?;
+            (d.outstanding + 3 >= EVENTS).then_some(d)
+        })
+        .await;
+        assert!(
+            d.held <= WINDOW_EACH + 1,
+            "webhook {id} holds {} of {} (its share is {WINDOW_EACH}, one in flight)",
+            d.held,
+            d.outstanding
+        );
+    }
+    rx.delay(0);
+    eventually("every delivery", Duration::from_secs(120), async || {
+        (rx.count() >= WEBHOOKS * EVENTS).then_some(())
+    })
+    .await;
+    assert_eq!(rx.delivery_ids().len(), WEBHOOKS * EVENTS, "none lost");
+    assert_eq!(rx.count(), WEBHOOKS * EVENTS, "none twice");
+}
