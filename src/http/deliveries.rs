@@ -8,7 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::webhooks::visible_webhook;
-use super::{check_limit, parse_id, AppState};
+use super::{check_limit, empty_is_absent, parse_id, AppState};
 use crate::clock::{self, now_ms};
 use crate::domain::delivery::{AttemptError, Header, LogEntry, Outcome, QueuedDelivery};
 use crate::domain::organisation::Caller;
@@ -31,8 +31,10 @@ pub struct ListQuery {
     /// Entries per page, 1–250 (default 50).
     limit: Option<usize>,
     /// The `next_before` of the previous page.
+    #[serde(default, deserialize_with = "empty_is_absent")]
     before: Option<Uuid>,
-    /// Only entries with this outcome.
+    /// Only entries with this outcome; empty or absent, all.
+    #[serde(default, deserialize_with = "empty_is_absent")]
     outcome: Option<Outcome>,
 }
 

@@ -138,7 +138,22 @@ pub struct PageQuery {
     /// Items per page, 1–1000; without it, the whole list.
     limit: Option<usize>,
     /// The `next_before` of the previous page.
+    #[serde(default, deserialize_with = "empty_is_absent")]
     pub before: Option<Uuid>,
+}
+
+/// An empty query value (`?outcome=`, as a form's "any" choice sends it,
+/// or `?before=` on the first page) means the parameter was not given.
+pub fn empty_is_absent<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::IntoDeserializer;
+    match <Option<String> as serde::Deserialize>::deserialize(d)? {
+        Some(v) if !v.is_empty() => T::deserialize(v.into_deserializer()).map(Some),
+        _ => Ok(None),
+    }
 }
 
 impl PageQuery {

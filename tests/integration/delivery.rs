@@ -297,6 +297,17 @@ async fn the_last_attempt_ends_failed() {
         )
         .await;
     assert_eq!(failed["data"].as_array().unwrap().len(), 1);
+    // An empty filter, as a form's "any" choice sends it, is no filter.
+    let any = format!("/v1/webhooks/{id}/deliveries?outcome=&before=");
+    let (status, all) = s.call("GET", &any, Some(&key), None).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+    let bad = format!("/v1/webhooks/{id}/deliveries?outcome=lost");
+    let (status, refused) = s.call("GET", &bad, Some(&key), None).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (400, &json!("invalid_query"))
+    );
     assert_eq!(
         s.app_store.queue_len(),
         0,
