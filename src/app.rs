@@ -10,7 +10,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::broadcaster::{Broadcaster, CloseAll, FeedEvent};
-use crate::actors::delivery::Windows;
+use crate::actors::held_budget::HeldBudget;
 use crate::actors::log_writer::LogWriter;
 use crate::actors::registry::{DrainAll, Registry, StopAll};
 use crate::actors::DeliveryContext;
@@ -293,7 +293,7 @@ fn delivery_context(
         max_in_flight: config.delivery.max_in_flight,
         disable_after: Duration::from_secs_f64(config.delivery.disable_after_hours * 3600.0),
         metrics,
-        windows: Windows::new(config.delivery.max_held_deliveries),
+        held_budget: HeldBudget::new(config.delivery.max_held_deliveries),
     }
 }
 

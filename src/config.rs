@@ -104,7 +104,7 @@ impl Default for DeliveryConfig {
             default_signature_scheme: SignatureScheme::Trackpilots,
             // awc's own default connection lifetime.
             connection_lifetime_s: 75,
-            max_held_deliveries: 131_072,
+            max_held_deliveries: 262_144,
         }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! A backlog stays in sled, not in memory (about 300 bytes a delivery):
 //! - the actor holds at most its window of deliveries, the oldest, and
-//!   reads more, in event order, as those drain (see `Windows`);
+//!   reads more, in event order, as those drain (see `held_budget.rs`);
 //! - a stored retry not due for a while (`PARK_AFTER_MS`) is parked:
 //!   indexed by its due time in sled (see `storage/queue.rs`), not held,
 //!   and taken back when due. An endpoint failing for days collects a
@@ -38,6 +38,8 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::body_cache::BodyCache;
+use super::held_budget::HeldPart;
+pub use super::held_budget::{MIN_WINDOW, WINDOW};
 use super::log_buffer::LogBuffer;
 use super::log_writer::WriteLog;
 use super::DeliveryContext;
@@ -65,50 +67,6 @@ const PARK_AFTER_MS: u64 = 60_000;
 /// hold up the other webhooks on it: a chunk takes about 3 ms, and a
 /// delivery of another webhook waits for one at each of its few steps.
 const LOAD_CHUNK: usize = 1024;
-
-/// At most this many deliveries are held in memory by one actor; more are
-/// read from sled once fewer than half are left. Enough that a burst
-/// fanned out to every webhook stays in memory; bounds a backlog: an
-/// ordered webhook behind a failing endpoint, or an endpoint slower than
-/// its events.
-pub const WINDOW: usize = 4096;
-
-/// However many actors share the budget, each may hold this many: enough
-/// to keep `max_in_flight` attempts going while more are read.
-pub const MIN_WINDOW: usize = 64;
-
-/// Each actor's window: its share of `delivery.max_held_deliveries`, the
-/// deliveries held in memory over all webhooks, between `MIN_WINDOW` and
-/// `WINDOW`.
-///
-/// NB: a fixed window per actor bounded nothing over many webhooks. 200
-/// webhooks behind an endpoint that accepts and never answers held 4,096
-/// each, about 600 MB (some 700 bytes a held delivery, with its indexes);
-/// 1,000 would have held 2.5 GB.
-pub struct Windows {
-    budget: usize,
-    running: std::sync::atomic::AtomicUsize,
-}
-
-impl Windows {
-    pub fn new(budget: usize) -> Self {
-        Windows {
-            budget,
-            running: 0.into(),
-        }
-    }
-
-    /// The registry tells how many actors are running.
-    pub fn set_running(&self, actors: usize) {
-        self.running
-            .store(actors, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn window(&self) -> usize {
-        let running = self.running.load(std::sync::atomic::Ordering::Relaxed);
-        (self.budget / running.max(1)).clamp(MIN_WINDOW, WINDOW)
-    }
-}
 
 /// How far a read of the stored queue has got. While it is not `Done`
 /// the actor handles no message and sends nothing (see `read_on`).
@@ -174,6 +132,8 @@ pub struct DeliveryActor {
     log: LogBuffer,
     /// Where this actor's queue depth is reported for `/metrics`.
     depth: DepthSlot,
+    /// This actor's part of the deliveries held over all actors.
+    held: HeldPart,
     /// The webhook's URL prepared for sending; remade when it changes.
     endpoint: Option<Rc<client::Endpoint>>,
     /// Set by `Stop`: done for good. Its supervisor restarts a stopped
@@ -269,6 +229,7 @@ pub struct Holding {
 impl DeliveryActor {
     pub fn new(webhook_id: Uuid, shared: Arc<DeliveryContext>) -> Self {
         let depth = shared.metrics.queue_depth_slot(webhook_id);
+        let held = HeldPart::new(shared.held_budget.clone());
         DeliveryActor {
             webhook_id,
             shared,
@@ -290,6 +251,7 @@ impl DeliveryActor {
             draining: None,
             log: LogBuffer::default(),
             depth,
+            held,
             endpoint: None,
             retired: false,
         }
@@ -432,7 +394,7 @@ impl DeliveryActor {
 
     /// How many deliveries this actor may hold now, in flight aside.
     fn window(&self) -> usize {
-        self.shared.windows.window()
+        self.held.window()
     }
 
     fn wants_refill(&self) -> bool {
@@ -488,6 +450,7 @@ impl DeliveryActor {
         // Parked ones stay indexed, and are counted again when read.
         self.beyond += self.queue.len() + std::mem::take(&mut self.parked);
         self.queue.clear();
+        self.held.tell(0);
         self.by_due.clear();
         self.unstored.clear();
         self.bodies.clear();
@@ -541,6 +504,7 @@ impl DeliveryActor {
             self.unstored.insert((d.created_at, d.id));
         }
         self.queue.insert(d.id, d);
+        self.held.tell(self.queue.len());
     }
 
     /// Whether `d` is to be parked: a stored retry not due for a while.
@@ -611,6 +575,7 @@ impl DeliveryActor {
     /// Takes a held delivery out.
     fn take(&mut self, id: Uuid) -> Option<QueuedDelivery> {
         let d = self.queue.remove(&id)?;
+        self.held.tell(self.queue.len());
         self.by_due.remove(&(d.next_attempt_at, id));
         self.unstored.remove(&(d.created_at, id));
         Some(d)
@@ -1022,6 +987,7 @@ impl DeliveryActor {
         self.log.timer = None;
         self.webhook = None;
         self.queue.clear();
+        self.held.tell(0);
         self.by_due.clear();
         self.unstored.clear();
         self.in_flight.clear();

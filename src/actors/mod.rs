@@ -7,6 +7,7 @@ pub mod broadcaster;
 pub mod delivery;
 pub mod feed_budget;
 pub mod feed_session;
+pub mod held_budget;
 mod log_buffer;
 pub mod log_writer;
 pub mod registry;
@@ -33,6 +34,6 @@ pub struct DeliveryContext {
     pub max_in_flight: usize,
     pub disable_after: Duration,
     pub metrics: Arc<Metrics>,
-    /// How many deliveries each actor may hold in memory.
-    pub windows: delivery::Windows,
+    /// The deliveries all actors may hold in memory.
+    pub held_budget: Arc<held_budget::HeldBudget>,
 }

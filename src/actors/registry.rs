@@ -20,6 +20,7 @@ use super::log_writer::LogWriter;
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
 use crate::net::client;
+use crate::storage::Store;
 
 pub struct Registry {
     shared: Arc<DeliveryContext>,
@@ -69,15 +70,14 @@ impl Tombstones {
 #[derive(Clone)]
 pub struct Directory {
     actors: Arc<RwLock<HashMap<Uuid, Addr<DeliveryActor>>>>,
-    /// Told how many actors run, which share the deliveries held.
-    shared: Arc<DeliveryContext>,
+    store: Store,
 }
 
 impl Directory {
-    pub fn new(shared: Arc<DeliveryContext>) -> Self {
+    pub fn new(store: Store) -> Self {
         Directory {
             actors: Arc::default(),
-            shared,
+            store,
         }
     }
 
@@ -86,9 +86,7 @@ impl Directory {
         let actors = self.read();
         for d in deliveries {
             match actors.get(&d.webhook_id) {
-                Some(addr) => {
-                    addr.do_send(delivery::Enqueue::new(d, body.clone(), &self.shared.store))
-                }
+                Some(addr) => addr.do_send(delivery::Enqueue::new(d, body.clone(), &self.store)),
                 None => self.store_for_later(d),
             }
         }
@@ -101,7 +99,7 @@ impl Directory {
         if !d.only_in_event {
             return; // already in the queue tree
         }
-        if let Err(e) = self.shared.store.queue_first_attempt(&d) {
+        if let Err(e) = self.store.queue_first_attempt(&d) {
             log::error!("cannot queue delivery {}: {e}", d.id);
         }
     }
@@ -127,20 +125,14 @@ impl Directory {
     fn insert_with(&self, id: Uuid, start: impl FnOnce() -> Addr<DeliveryActor>) {
         let mut actors = self.write();
         actors.insert(id, start());
-        self.shared.windows.set_running(actors.len());
     }
 
     fn remove(&self, id: &Uuid) -> Option<Addr<DeliveryActor>> {
-        let mut actors = self.write();
-        let removed = actors.remove(id);
-        self.shared.windows.set_running(actors.len());
-        removed
+        self.write().remove(id)
     }
 
     fn drain(&self) -> Vec<Addr<DeliveryActor>> {
-        let mut actors = self.write();
-        self.shared.windows.set_running(0);
-        actors.drain().map(|(_, a)| a).collect()
+        self.write().drain().map(|(_, a)| a).collect()
     }
 
     /// A panic while the lock is held cannot leave the map half-changed
@@ -249,7 +241,7 @@ pub struct QueueDepth {
 impl Registry {
     pub fn new(shared: Arc<DeliveryContext>, threads: usize) -> Self {
         Registry {
-            actors: Directory::new(shared.clone()),
+            actors: Directory::new(shared.store.clone()),
             shared,
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,

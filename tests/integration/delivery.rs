@@ -1259,18 +1259,19 @@ async fn concurrent_changes_leave_the_actor_with_the_stored_record() {
 }
 
 /// The deliveries held in memory are bounded over all webhooks, not per
-/// webhook: the actors running share `delivery.max_held_deliveries`,
-/// each holding at least `MIN_WINDOW`. Many webhooks behind one hung
-/// endpoint once held 4,096 each. What is not held waits in sled, and
-/// all of it arrives, once, when the endpoint answers again.
+/// webhook: the actors share `delivery.max_held_deliveries`, each holding
+/// what the others leave. Many webhooks behind one hung endpoint once
+/// held 4,096 each. What is not held waits in sled, and all of it
+/// arrives, once, when the endpoint answers again.
 #[actix_web::test]
 async fn deliveries_held_in_memory_are_bounded_over_all_webhooks() {
     use hookrelay::actors::delivery::MIN_WINDOW;
     const WEBHOOKS: usize = 4;
     const EVENTS: usize = 6 * MIN_WINDOW;
-    const WINDOW_EACH: usize = 2 * MIN_WINDOW;
+    const BUDGET: usize = 2 * MIN_WINDOW * WEBHOOKS;
+    const INGESTS: usize = 16;
     let s = TestServer::start_with(|c| {
-        c.delivery.max_held_deliveries = WEBHOOKS * WINDOW_EACH;
+        c.delivery.max_held_deliveries = BUDGET;
         c.delivery.timeout_ms = 30_000; // the hang is not a failure
     })
     .await;
@@ -1287,13 +1288,14 @@ async fn deliveries_held_in_memory_are_bounded_over_all_webhooks() {
         hooks.push(id);
     }
     let next = std::cell::Cell::new(0);
-    futures_util::future::join_all((0..16).map(|_| async {
+    futures_util::future::join_all((0..INGESTS).map(|_| async {
         while next.get() < EVENTS {
             next.set(next.get() + 1);
             s.ingest(&key, &desktop_event(APP, &org)).await;
         }
     }))
     .await;
+    let mut held = Vec::new();
     for &id in &hooks {
         // Each has its backlog (a few may have arrived meanwhile).
         let d = eventually("the backlog reached the actor", WAIT, async || {
@@ -1301,13 +1303,17 @@ async fn deliveries_held_in_memory_are_bounded_over_all_webhooks() {
             (d.outstanding + 3 >= EVENTS).then_some(d)
         })
         .await;
-        assert!(
-            d.held <= WINDOW_EACH + 1,
-            "webhook {id} holds {} of {} (its share is {WINDOW_EACH}, one in flight)",
-            d.held,
-            d.outstanding
-        );
+        held.push(d.held);
     }
+    // Each holds one in flight beside its part. And concurrent ingests'
+    // deliveries may reach an actor out of event order: one older than
+    // the latest it holds is held too, since it holds a prefix of its
+    // queue.
+    let slack = WEBHOOKS * (INGESTS + 1);
+    assert!(
+        held.iter().sum::<usize>() <= BUDGET + slack,
+        "held {held:?} of {EVENTS} each, with room for {BUDGET} in all"
+    );
     rx.delay(0);
     eventually("every delivery", Duration::from_secs(120), async || {
         (rx.count() >= WEBHOOKS * EVENTS).then_some(())
