@@ -1,9 +1,10 @@
 //! The budget of deliveries held in memory over all delivery actors
 //! (`delivery.max_held_deliveries`), and each actor's part of it.
 //!
-//! A fixed window per actor bounded nothing over many webhooks: 200
+//! A fixed window per actor bounded nothing over many webhooks: 1,000
 //! webhooks behind an endpoint that accepts and never answers held 4,096
-//! each, about 600 MB (some 700 bytes a held delivery, with its indexes).
+//! each, and the process 1.5 GB (about 400 bytes a held delivery, with
+//! its indexes).
 //! Dividing the budget by the actors running would bound it, but would
 //! leave a busy webhook 64 among 10,000 quiet ones. So an actor may hold
 //! what the others leave of the budget, between `MIN_WINDOW` and
