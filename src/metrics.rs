@@ -60,6 +60,9 @@ pub struct Metrics {
     /// Set at scrape time from the connection budget.
     pub connections_in_use: IntGauge,
     pub connection_slots: IntGauge,
+    /// Set at scrape time from the held budget.
+    pub deliveries_held: IntGauge,
+    pub deliveries_handed: IntGauge,
     pub feed_dropped: IntCounter,
     pub flush_latency: Histogram,
     queue_depth: IntGaugeVec,
@@ -150,6 +153,22 @@ impl Metrics {
                 IntGauge::new(
                     "delivery_connection_slots",
                     "Delivery attempts that may be out at once (half the open-file limit)",
+                )
+                .expect("valid"),
+            ),
+            deliveries_held: register(
+                &r,
+                IntGauge::new(
+                    "deliveries_held",
+                    "Deliveries the delivery actors hold in memory (delivery.max_held_deliveries bounds them)",
+                )
+                .expect("valid"),
+            ),
+            deliveries_handed: register(
+                &r,
+                IntGauge::new(
+                    "deliveries_handed",
+                    "Deliveries handed to the delivery actors and not yet taken; past delivery.max_held_deliveries, ingest waits",
                 )
                 .expect("valid"),
             ),

@@ -38,7 +38,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::body_cache::BodyCache;
-use super::held_budget::HeldPart;
+use super::held_budget::{Handed, HeldPart};
 pub use super::held_budget::{MIN_WINDOW, WINDOW};
 use super::log_buffer::LogBuffer;
 use super::log_writer::WriteLog;
@@ -153,14 +153,17 @@ pub struct Enqueue {
     /// The event body, shared with the event's other deliveries.
     body: Bytes,
     store: Store,
+    /// Counts it among the deliveries in the actors' mailboxes.
+    _handed: Handed,
 }
 
 impl Enqueue {
-    pub fn new(delivery: QueuedDelivery, body: Bytes, store: &Store) -> Self {
+    pub fn new(delivery: QueuedDelivery, body: Bytes, store: &Store, handed: Handed) -> Self {
         Enqueue {
             delivery: Some(delivery),
             body,
             store: store.clone(),
+            _handed: handed,
         }
     }
 }

@@ -16,6 +16,7 @@ use actix_web::web::Bytes;
 use uuid::Uuid;
 
 use super::delivery::{self, DeliveryActor};
+use super::held_budget::HeldBudget;
 use super::log_writer::LogWriter;
 use super::DeliveryContext;
 use crate::domain::delivery::QueuedDelivery;
@@ -71,14 +72,27 @@ impl Tombstones {
 pub struct Directory {
     actors: Arc<RwLock<HashMap<Uuid, Addr<DeliveryActor>>>>,
     store: Store,
+    /// Counts what is handed to the actors' mailboxes.
+    held_budget: Arc<HeldBudget>,
 }
 
 impl Directory {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, held_budget: Arc<HeldBudget>) -> Self {
         Directory {
             actors: Arc::default(),
             store,
+            held_budget,
         }
+    }
+
+    pub fn held_budget(&self) -> &HeldBudget {
+        &self.held_budget
+    }
+
+    /// Waits until the actors have taken enough of what they were handed
+    /// (see `HeldBudget::room_to_hand`); false if they have not in time.
+    pub async fn room_to_deliver(&self) -> bool {
+        self.held_budget.room_to_hand().await
     }
 
     /// Hands durable deliveries of one event to their webhooks' actors.
@@ -86,7 +100,10 @@ impl Directory {
         let actors = self.read();
         for d in deliveries {
             match actors.get(&d.webhook_id) {
-                Some(addr) => addr.do_send(delivery::Enqueue::new(d, body.clone(), &self.store)),
+                Some(addr) => {
+                    let handed = self.held_budget.hand();
+                    addr.do_send(delivery::Enqueue::new(d, body.clone(), &self.store, handed))
+                }
                 None => self.store_for_later(d),
             }
         }
@@ -241,7 +258,7 @@ pub struct QueueDepth {
 impl Registry {
     pub fn new(shared: Arc<DeliveryContext>, threads: usize) -> Self {
         Registry {
-            actors: Directory::new(shared.store.clone()),
+            actors: Directory::new(shared.store.clone(), shared.held_budget.clone()),
             shared,
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,

@@ -145,7 +145,8 @@ pub struct IngestOut {
         description = "1–255 visible ASCII characters; a repeat within 24 hours gets the first answer (with `idempotent-replayed: true`), another event under it 422")),
     responses((status = 202, body = IngestOut, description = "Stored durably with its deliveries"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "server_busy: too many large bodies at once, or too many deliveries not yet taken by their webhooks (for 10 s); nothing was stored, retry")),
     security(("bearer" = [])))]
 pub async fn ingest(
     state: web::Data<AppState>,
@@ -170,6 +171,12 @@ pub async fn ingest(
         if let Some(prior) = state.store.remembered(org_id, key, now)? {
             return replay(&state, prior, hash).await;
         }
+    }
+    if !state.directory.room_to_deliver().await {
+        return Err(ApiError::unavailable(
+            "server_busy",
+            "deliveries are waiting for their webhooks to take them; retry shortly",
+        ));
     }
     let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
     let event = StoredEvent {

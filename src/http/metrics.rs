@@ -22,6 +22,9 @@ pub async fn metrics(
     let m = &state.metrics;
     m.connections_in_use.set(state.connections.in_use() as i64);
     m.connection_slots.set(state.connections.size() as i64);
+    let held = state.directory.held_budget();
+    m.deliveries_held.set(held.held() as i64);
+    m.deliveries_handed.set(held.handed() as i64);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(m.render(storage)))

@@ -908,9 +908,10 @@ async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
         only_in_event: true,
     };
     let (before, unsettled) = (store.queue_len(), store.unsettled_count());
+    let budget = hookrelay::actors::held_budget::HeldBudget::new(1);
 
     let live = held_for(hook["id"].as_str().unwrap().parse().unwrap());
-    drop(Enqueue::new(live, Default::default(), store));
+    drop(Enqueue::new(live, Default::default(), store, budget.hand()));
     assert_eq!(
         store.queue_len(),
         before + 1,
@@ -922,6 +923,7 @@ async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
         held_for(uuid::Uuid::now_v7()),
         Default::default(),
         store,
+        budget.hand(),
     ));
     assert_eq!(
         store.queue_len(),
@@ -929,6 +931,7 @@ async fn a_first_attempt_dropped_unhandled_is_queued_or_settled() {
         "nothing queued for no webhook"
     );
     assert_eq!(store.unsettled_count(), unsettled, "yet settled");
+    assert_eq!(budget.handed(), 0, "no longer counted as handed");
 }
 
 /// A retry due more than a minute ahead is parked: it waits in sled alone,
@@ -1321,4 +1324,62 @@ async fn deliveries_held_in_memory_are_bounded_over_all_webhooks() {
     .await;
     assert_eq!(rx.delivery_ids().len(), WEBHOOKS * EVENTS, "none lost");
     assert_eq!(rx.count(), WEBHOOKS * EVENTS, "none twice");
+}
+
+/// Ingest waits while the actors' mailboxes hold more deliveries than
+/// `delivery.max_held_deliveries`. An actor reading a long stored queue
+/// takes no message meanwhile, and ingest used to pile its deliveries up
+/// there without bound. Every event still arrives, once.
+#[actix_web::test]
+async fn ingest_waits_while_the_actors_mailboxes_are_full() {
+    const BUDGET: usize = 64;
+    const INGESTS: usize = 16;
+    const EVENTS: usize = 400;
+    let s = TestServer::start_with(|c| c.delivery.max_held_deliveries = BUDGET).await;
+    let (org, key) = s.org("acme", "organisation", None).await;
+    let rx = Receiver::start().await;
+    let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
+    let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
+    store_retries_an_hour_ahead(&s, id, 30_000);
+    assert!(s.crash_actor(id).await, "it reads its stored queue again");
+    let handed = async || {
+        let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("hookrelay_deliveries_handed "))?;
+        line.split(' ').nth(1)?.parse::<usize>().ok()
+    };
+    let next = std::cell::Cell::new(0);
+    let ingesting = std::cell::Cell::new(true);
+    let ingest = async {
+        futures_util::future::join_all((0..INGESTS).map(|_| async {
+            while next.get() < EVENTS {
+                next.set(next.get() + 1);
+                s.ingest(&key, &desktop_event(APP, &org)).await;
+            }
+        }))
+        .await;
+        ingesting.set(false);
+    };
+    let watch = async {
+        let mut most = 0;
+        while ingesting.get() {
+            most = most.max(handed().await.expect("the gauge"));
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        most
+    };
+    let ((), most) = futures_util::join!(ingest, watch);
+    // Concurrent ingests may each pass the check before any hands over.
+    assert!(
+        (BUDGET..=BUDGET + INGESTS).contains(&most),
+        "at most {most} handed and not taken, with room for {BUDGET}"
+    );
+    eventually("every event", WAIT, async || {
+        (rx.count() >= EVENTS).then_some(())
+    })
+    .await;
+    assert_eq!(rx.tracking_ids().len(), EVENTS, "none lost");
+    assert_eq!(rx.count(), EVENTS, "none twice");
+    assert_eq!(handed().await, Some(0), "all taken");
 }
