@@ -85,7 +85,8 @@ pub struct DeliveryConfig {
     pub allow_private_targets: bool,
     pub default_signature_scheme: SignatureScheme,
     pub connection_lifetime_s: u64,
-    /// Deliveries held in memory over all webhooks (see `actors::delivery`).
+    /// Deliveries held in memory over all webhooks, and handed to their
+    /// actors (see `actors::held_budget`).
     pub max_held_deliveries: usize,
 }
 

@@ -12,7 +12,7 @@
 //! written (by the log writer, see `log_buffer.rs`). So a crash or a
 //! restart of this actor re-sends whatever was in flight: at least once.
 //!
-//! A backlog stays in sled, not in memory (about 300 bytes a delivery):
+//! A backlog stays in sled, not in memory (about 400 bytes a delivery):
 //! - the actor holds at most its window of deliveries, the oldest, and
 //!   reads more, in event order, as those drain (see `held_budget.rs`);
 //! - a stored retry not due for a while (`PARK_AFTER_MS`) is parked:

@@ -172,13 +172,13 @@ pub async fn ingest(
             return replay(&state, prior, hash).await;
         }
     }
-    if !state.directory.room_to_deliver().await {
+    let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
+    if !subscribers.is_empty() && !state.directory.room_to_deliver().await {
         return Err(ApiError::unavailable(
             "server_busy",
             "deliveries are waiting for their webhooks to take them; retry shortly",
         ));
     }
-    let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
     let event = StoredEvent {
         id: state.store.open_event(subscribers.len()),
         event: env.event.clone(),
