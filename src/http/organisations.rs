@@ -161,9 +161,10 @@ pub async fn list(
             let on_page = query.before.is_none_or(|before| me.id < before);
             on_page.then(|| me.clone()).into_iter().collect()
         }
-        _ => state
+        Caller::Org(me) => state
             .store
-            .orgs_page(|o| caller.can_see_org(o), query.before, to_read)?,
+            .reseller_orgs_page(me.id, query.before, to_read)?,
+        Caller::Admin => state.store.orgs_page(query.before, to_read)?,
     };
     let next_before = query.cut(&mut orgs, |o| o.id);
     let data: Vec<OrganisationOut> = orgs.iter().map(OrganisationOut::from).collect();

@@ -8,6 +8,8 @@
 //!   settled.
 //! - `orgs`: org id → `Organisation`.
 //! - `api_keys`: sha256(api key) → org id.
+//! - `orgs_by_reseller`: reseller id ++ org id → (): a reseller's child
+//!   organisations, and the reseller itself (see `orgs.rs`).
 //! - `webhooks`: webhook id → `Webhook`; `webhooks_by_owner`: owner id ++
 //!   webhook id → ().
 //! - `events`: event id → `StoredEvent` header, the routes of its
@@ -85,6 +87,7 @@ struct Inner {
     meta: sled::Tree,
     orgs: sled::Tree,
     api_keys: sled::Tree,
+    orgs_by_reseller: sled::Tree,
     webhooks: sled::Tree,
     webhooks_by_owner: sled::Tree,
     events: sled::Tree,
@@ -134,6 +137,7 @@ impl Store {
             meta,
             orgs: tree("orgs")?,
             api_keys: tree("api_keys")?,
+            orgs_by_reseller: tree("orgs_by_reseller")?,
             webhooks: tree("webhooks")?,
             webhooks_by_owner: tree("webhooks_by_owner")?,
             events: tree("events")?,
@@ -154,6 +158,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(inner),
         };
+        store.index_orgs_by_reseller()?;
         match store.recover_first_attempts()? {
             0 => {}
             n => ::log::warn!("queued {n} first attempts that a crash interrupted"),
