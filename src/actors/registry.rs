@@ -85,14 +85,10 @@ impl Directory {
         }
     }
 
+    /// What the actors hold and were handed: ingest waits on it before
+    /// it hands them more (see `HeldBudget::room_to_hand`).
     pub fn held_budget(&self) -> &HeldBudget {
         &self.held_budget
-    }
-
-    /// Waits until the actors have taken enough of what they were handed
-    /// (see `HeldBudget::room_to_hand`); false if they have not in time.
-    pub async fn room_to_deliver(&self) -> bool {
-        self.held_budget.room_to_hand().await
     }
 
     /// Hands durable deliveries of one event to their webhooks' actors.

@@ -173,7 +173,7 @@ pub async fn ingest(
         }
     }
     let subscribers = subscribers(&state, &accepted.organisation, &env.event)?;
-    if !subscribers.is_empty() && !state.directory.room_to_deliver().await {
+    if !subscribers.is_empty() && !state.directory.held_budget().room_to_hand().await {
         return Err(ApiError::unavailable(
             "server_busy",
             "deliveries are waiting for their webhooks to take them; retry shortly",

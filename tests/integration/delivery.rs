@@ -681,6 +681,26 @@ fn store_retries_an_hour_ahead(s: &TestServer, webhook: uuid::Uuid, n: usize) {
     }
 }
 
+/// Ingests `events` app-tracking events for `org`, `concurrency` at a time.
+async fn ingest_many(s: &TestServer, key: &str, org: &str, events: usize, concurrency: usize) {
+    let next = std::cell::Cell::new(0);
+    futures_util::future::join_all((0..concurrency).map(|_| async {
+        while next.get() < events {
+            next.set(next.get() + 1);
+            s.ingest(key, &desktop_event(APP, org)).await;
+        }
+    }))
+    .await;
+}
+
+/// The value of one series in `/metrics` (`series` as printed, labels
+/// and all), if it is there.
+async fn metric(s: &TestServer, series: &str) -> Option<usize> {
+    let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(series))?;
+    line[series.len()..].trim().parse().ok()
+}
+
 /// A change sent while the webhook's actor reads a long stored queue
 /// (after a restart) is answered without waiting for the read, which
 /// holds back the actor's mailbox (see `registry::HANDLED_WITHIN`), and
@@ -746,12 +766,8 @@ async fn a_long_stored_queue_is_not_held_in_memory_nor_holds_up_others_or_a_dele
         (b_rx.count() == 1).then_some(())
     })
     .await;
-    let metric = format!("hookrelay_queue_depth{{webhook=\"{a_id}\"}} ");
-    let reported = async || {
-        let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
-        let line = text.lines().find(|l| l.starts_with(&metric))?;
-        line[metric.len()..].parse::<usize>().ok()
-    };
+    let series = format!("hookrelay_queue_depth{{webhook=\"{a_id}\"}}");
+    let reported = async || metric(&s, &series).await;
     let counted_so_far = reported().await.unwrap_or(0);
     assert!(
         counted_so_far < STORED,
@@ -1044,13 +1060,7 @@ async fn a_backlog_past_the_window_survives_toggling_without_loss_or_repeats() {
     rx.delay(300); // far slower than ingest: the backlog outgrows the window
     let hook = s.webhook(&key, &rx.url, json!(["*"])).await;
     let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
-    let next = std::cell::Cell::new(0);
-    let ingest = futures_util::future::join_all((0..16).map(|_| async {
-        while next.get() < EVENTS {
-            next.set(next.get() + 1);
-            s.ingest(&key, &desktop_event(APP, &org)).await;
-        }
-    }));
+    let ingest = ingest_many(&s, &key, &org, EVENTS, 16);
     let ingesting = std::cell::Cell::new(true);
     let toggle = async {
         let (mut ordered, mut past_the_window) = (false, false);
@@ -1292,14 +1302,7 @@ async fn deliveries_held_in_memory_are_bounded_over_all_webhooks() {
         assert_eq!(s.call("PATCH", &path, Some(&key), ordered).await.0, 200);
         hooks.push(id);
     }
-    let next = std::cell::Cell::new(0);
-    futures_util::future::join_all((0..INGESTS).map(|_| async {
-        while next.get() < EVENTS {
-            next.set(next.get() + 1);
-            s.ingest(&key, &desktop_event(APP, &org)).await;
-        }
-    }))
-    .await;
+    ingest_many(&s, &key, &org, EVENTS, INGESTS).await;
     let mut held = Vec::new();
     for (&id, rx) in hooks.iter().zip(&receivers) {
         // Each has its backlog (a few may have arrived meanwhile).
@@ -1348,23 +1351,10 @@ async fn ingest_waits_while_the_actors_mailboxes_are_full() {
     let id: uuid::Uuid = hook["id"].as_str().unwrap().parse().unwrap();
     store_retries_an_hour_ahead(&s, id, 30_000);
     assert!(s.crash_actor(id).await, "it reads its stored queue again");
-    let handed = async || {
-        let text = metrics_text(&s.base, Some(ADMIN_KEY)).await;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("hookrelay_deliveries_handed "))?;
-        line.split(' ').nth(1)?.parse::<usize>().ok()
-    };
-    let next = std::cell::Cell::new(0);
+    let handed = async || metric(&s, "hookrelay_deliveries_handed").await;
     let ingesting = std::cell::Cell::new(true);
     let ingest = async {
-        futures_util::future::join_all((0..INGESTS).map(|_| async {
-            while next.get() < EVENTS {
-                next.set(next.get() + 1);
-                s.ingest(&key, &desktop_event(APP, &org)).await;
-            }
-        }))
-        .await;
+        ingest_many(&s, &key, &org, EVENTS, INGESTS).await;
         ingesting.set(false);
     };
     let watch = async {
